@@ -1,0 +1,1 @@
+from sakura_core import hookimpl  # noqa: F401

@@ -1,0 +1,1 @@
+"""Built-in plugin sakura_merge."""

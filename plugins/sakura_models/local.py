@@ -1,0 +1,52 @@
+"""Models from a local directory (safetensors weights, config.json, tokenizer files)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sakura_core.errors import StageError
+from sakura_core.hashing import hash_path
+from sakura_core.stage import ModelSource, Options, SourceEnv
+
+
+class LocalOptions(Options):
+    path: str
+    allow_pickle: bool = False  # .bin / .pt weights run arbitrary code when loaded: opt in explicitly
+
+
+class LocalSource(ModelSource):
+    Options = LocalOptions
+
+    def parse(self, text: str) -> dict[str, Any]:
+        return {"path": text}
+
+    def resolve_path(self, options: LocalOptions, recipe_dir: Path) -> Path:
+        path = Path(options.path).expanduser()
+        return path if path.is_absolute() else (recipe_dir / path).resolve()
+
+    def fingerprint(self, options: LocalOptions, env: SourceEnv) -> tuple[str, dict[str, Any]]:
+        path = self.resolve_path(options, env.recipe_dir)
+        check_model_dir(path, options.allow_pickle)
+        return hash_path(path), {"path": str(path)}
+
+    def materialize(self, options: LocalOptions, env: SourceEnv, fingerprint: str) -> Path:
+        return self.resolve_path(options, env.recipe_dir)
+
+
+def check_model_dir(path: Path, allow_pickle: bool = False) -> None:
+    """A model directory must exist, have a config.json and weights we are willing to load."""
+    if not path.is_dir():
+        raise StageError(f"model directory {path} does not exist")
+    if not (path / "config.json").is_file():
+        raise StageError(f"{path} has no config.json: not a transformers model directory")
+    if any(path.glob("*.safetensors")):
+        return
+    pickled = sorted(p.name for p in path.glob("*") if p.suffix in (".bin", ".pt", ".pth"))
+    if pickled and not allow_pickle:
+        raise StageError(
+            f"{path} has only pickled weights ({pickled[0]}); they can run code when loaded. "
+            "Convert them to safetensors, or set allow_pickle = true for this model"
+        )
+    if not pickled:
+        raise StageError(f"{path} has no weights (*.safetensors)")

@@ -1,0 +1,3 @@
+from sakura_core.cli import main
+
+main()

@@ -1,0 +1,237 @@
+"""The ``sakura`` command line. One error boundary: a ``SakuraError`` is one line and a non-zero exit.
+
+Kept fast: nothing here imports torch or transformers; ``run`` pulls them in only through the stages.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from sakura_core.errors import SakuraError
+
+
+def _fail(error: SakuraError) -> None:
+    click.secho(str(error), fg="red", err=True)
+    sys.exit(error.exit_code)
+
+
+def _load(recipe_path: str, overrides: tuple[str, ...] = (), store: str | None = None):
+    from sakura_core.recipe import load_recipe
+
+    return load_recipe(recipe_path, list(overrides), store=store)
+
+
+def _reporter(stages: list[tuple[str, str]], quiet: bool):
+    from sakura_core.progress import PlainReporter, Reporter, RichReporter
+
+    if quiet:
+        return Reporter()
+    if sys.stderr.isatty():
+        return RichReporter(stages)
+    return PlainReporter()
+
+
+recipe_argument = click.argument("recipe", type=click.Path(dir_okay=False))
+set_option = click.option(
+    "-s", "--set", "overrides", multiple=True, metavar="KEY=VALUE",
+    help="Override a recipe key, e.g. -s stages.dpo.args.learning_rate=1e-6 (value parsed as TOML).",
+)
+store_option = click.option("--store", type=click.Path(file_okay=False), help="Artifact store (default: .sakura/ beside the recipe).")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="sakura-recipes", prog_name="sakura")
+def cli() -> None:
+    """sakura: merge, prepare data, fine-tune and publish LLMs from one declarative TOML recipe."""
+
+
+@cli.command()
+@recipe_argument
+@click.option("--only", multiple=True, metavar="STAGE", help="Run only this stage (its inputs must be built).")
+@click.option("--from", "from_", multiple=True, metavar="STAGE", help="Re-run this stage and everything after it.")
+@click.option("--force", multiple=True, metavar="STAGE", help="Re-run this stage even if its artifact is cached.")
+@set_option
+@store_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document with every stage's outcome on stdout.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+def run(recipe: str, only, from_, force, overrides, store, as_json: bool, quiet: bool) -> None:
+    """Run RECIPE stage by stage; cached stages are not run again."""
+    from sakura_core.engine import Engine
+
+    loaded = _load(recipe, overrides, store)
+    with _reporter([(s.name, s.kind_name) for s in loaded.stages.values()], quiet or False) as reporter:
+        engine = Engine(loaded, reporter)
+        result = engine.run(only=list(only), from_=list(from_), force=list(force))
+    if as_json:
+        click.echo(json.dumps(result.as_json(), indent=2))
+    elif not quiet:
+        _print_summary(result)
+    if result.error is not None:
+        _fail(result.error)
+
+
+def _print_summary(result: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{result.recipe.name}", title_justify="left")
+    for column in ("stage", "kind", "status", "seconds", "artifact"):
+        table.add_column(column)
+    for o in result.outcomes:
+        colour = {"ran": "green", "cached": "cyan", "failed": "red"}[o.status]
+        table.add_row(o.name, o.kind, f"[{colour}]{o.status}[/]", f"{o.seconds:.1f}", str(o.artifact or ""))
+    Console(stderr=True).print(table)
+
+
+@cli.command()
+@recipe_argument
+@set_option
+@store_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def plan(recipe: str, overrides, store, as_json: bool) -> None:
+    """Show RECIPE's stage graph: what each stage reads, which are cached, what would run."""
+    from sakura_core.engine import Engine
+
+    loaded = _load(recipe, overrides, store)
+    engine = Engine(loaded)
+    the_plan = engine.plan()
+    rows = []
+    stale: set[str] = set()
+    for name, node in the_plan.stages.items():
+        cached = engine.store.lookup(node.fingerprint) is not None
+        if not cached:
+            stale.add(name)
+        rows.append(
+            {
+                "stage": name,
+                "kind": node.stage.kind_name,
+                "plugin": node.plugin,
+                "reads": node.stage.depends_on,
+                "fingerprint": node.fingerprint,
+                "status": "cached" if cached else "will run",
+            }
+        )
+    if as_json:
+        click.echo(json.dumps({"recipe": loaded.name, "stages": rows}, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{loaded.name} ({loaded.path})", title_justify="left")
+    for column in ("stage", "kind", "reads", "fingerprint", "status"):
+        table.add_column(column)
+    for row in rows:
+        colour = "cyan" if row["status"] == "cached" else "yellow"
+        table.add_row(row["stage"], row["kind"], ", ".join(row["reads"]), row["fingerprint"][:12], f"[{colour}]{row['status']}[/]")
+    Console().print(table)
+
+
+@cli.command()
+@recipe_argument
+@set_option
+def validate(recipe: str, overrides) -> None:
+    """Check RECIPE (every key, plugin name and reference) without running anything."""
+    loaded = _load(recipe, overrides)
+    click.echo(f"{loaded.file}: ok ({len(loaded.stages)} stages, {len(loaded.models)} models)")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def plugins(as_json: bool) -> None:
+    """List every plugin, its version, its hooks and what it registers."""
+    from sakura_core.plugins import Plugins
+
+    described = Plugins().describe()
+    if as_json:
+        click.echo(json.dumps(described, indent=2))
+        return
+    for plugin in described:
+        click.echo(f"{plugin['name']} {plugin['version']} ({plugin['origin']})")
+        for registry, names in plugin["registers"].items():
+            click.echo(f"  {registry}: {', '.join(names)}")
+        click.echo(f"  hooks: {', '.join(plugin['hooks'])}")
+
+
+@cli.group()
+def cache() -> None:
+    """Inspect and clean the artifact store."""
+
+
+@cache.command("ls")
+@click.argument("recipe", type=click.Path(dir_okay=False), required=False)
+@store_option
+def cache_ls(recipe: str | None, store: str | None) -> None:
+    """List the artifacts of RECIPE's store (or of --store)."""
+    from sakura_core.store import Store
+
+    root = _store_root(recipe, store)
+    for artifact in Store(root).list():
+        m = artifact.manifest
+        size = sum(f.stat().st_size for f in artifact.path.rglob("*") if f.is_file())
+        click.echo(f"{artifact.fingerprint[:12]}  {m.get('kind', '?'):8} {m.get('stage', '?'):16} {size / 2**20:9.1f} MiB  {m.get('created', '')}")
+
+
+@cache.command("gc")
+@click.argument("recipes", type=click.Path(dir_okay=False), nargs=-1)
+@store_option
+def cache_gc(recipes: tuple[str, ...], store: str | None) -> None:
+    """Remove unfinished writes; with RECIPES, also every artifact none of them uses."""
+    from sakura_core.engine import Engine
+    from sakura_core.store import Store
+
+    if not recipes and not store:
+        raise click.UsageError("name at least one recipe, or --store")
+    root = _store_root(recipes[0] if recipes else None, store)
+    keep: set[str] | None = None
+    if recipes:
+        keep = set()
+        for recipe in recipes:
+            engine = Engine(_load(recipe, store=store))
+            the_plan = engine.plan()
+            keep.update(n.fingerprint for n in the_plan.stages.values())
+            keep.update(s.fingerprint for s in the_plan.sources.values())
+    removed = Store(root).gc(keep)
+    click.echo(f"removed {len(removed)} entries from {root}")
+
+
+def _store_root(recipe: str | None, store: str | None):
+    from pathlib import Path
+
+    if store:
+        return Path(store)
+    if recipe is None:
+        raise click.UsageError("name a recipe or --store")
+    return _load(recipe).store_dir
+
+
+def _add_plugin_commands() -> None:
+    from sakura_core.plugins import Plugins
+
+    Plugins().pm.hook.sakura_register_commands(cli=cli)
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        _add_plugin_commands()
+        cli.main(args=argv, prog_name="sakura", standalone_mode=False)
+    except SakuraError as error:
+        _fail(error)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted: finished artifacts are kept, the unfinished stage left nothing behind", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,220 @@
+"""Runs a recipe's plan: cache look-ups, stage execution, artifacts, lifecycle hooks, run records."""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sakura_core.errors import RecipeError, SakuraError, StageError, did_you_mean
+from sakura_core.plan import Plan, build_plan
+from sakura_core.progress import Reporter
+from sakura_core.recipe import Recipe
+from sakura_core.stage import InputArtifact, SourceEnv, StageContext, StageInfo, StageOutcome
+from sakura_core.store import Store
+
+
+@dataclass
+class RunResult:
+    recipe: Recipe
+    plan: Plan
+    outcomes: list[StageOutcome] = field(default_factory=list)
+    error: SakuraError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def outcome(self, name: str) -> StageOutcome:
+        return next(o for o in self.outcomes if o.name == name)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "recipe": self.recipe.name,
+            "recipe_path": str(self.recipe.path),
+            "store": str(self.recipe.store_dir),
+            "ok": self.ok,
+            "error": str(self.error) if self.error else None,
+            "stages": [o.as_json() for o in self.outcomes],
+        }
+
+
+def select_stages(plan: Plan, only: list[str], from_: list[str], force: list[str]) -> tuple[list[str], set[str]]:
+    """Which stages this run looks at, and which of them must run even if cached."""
+    file = plan.recipe.file
+    for option, names in (("--only", only), ("--from", from_), ("--force", force)):
+        for name in names:
+            if name not in plan.stages:
+                raise RecipeError(f"{option} {name}: no such stage{did_you_mean(name, plan.stages)}", file=file)
+    forced = set(force)
+    for name in from_:
+        forced.update(plan.downstream(name))
+    if only:
+        selected = [s for s in plan.stages if s in only]
+    else:
+        selected = list(plan.stages)
+    return selected, forced
+
+
+class Engine:
+    def __init__(self, recipe: Recipe, reporter: Reporter | None = None):
+        self.recipe = recipe
+        self.reporter = reporter or Reporter()
+        self.store = Store(recipe.store_dir)
+        self.env = SourceEnv(recipe_dir=recipe.path.parent, store=self.store, reporter=self.reporter)
+        self._materialized: dict[str, Path] = {}
+
+    def plan(self) -> Plan:
+        return build_plan(self.recipe, self.env)
+
+    def run(
+        self,
+        only: list[str] = (),  # type: ignore[assignment]
+        from_: list[str] = (),  # type: ignore[assignment]
+        force: list[str] = (),  # type: ignore[assignment]
+        plan: Plan | None = None,
+    ) -> RunResult:
+        plan = plan or self.plan()
+        selected, forced = select_stages(plan, list(only), list(from_), list(force))
+        result = RunResult(self.recipe, plan)
+        hook = self.recipe.plugins.pm.hook
+        for name in selected:
+            node = plan.stages[name]
+            info = StageInfo(name, node.stage.kind_name, node.plugin, node.fingerprint, node.stage.options)
+            artifact = self.store.lookup(node.fingerprint)
+            if artifact is not None and name not in forced:
+                outcome = StageOutcome(
+                    name, info.kind, info.plugin, "cached", node.fingerprint, artifact.path,
+                    metrics=artifact.manifest.get("metrics", {}),
+                )
+                self.reporter.stage_finished(name, "cached", 0.0)
+            else:
+                outcome = self._run_stage(plan, name, info, hook)
+            result.outcomes.append(outcome)
+            hook.sakura_after_stage(stage=info, outcome=outcome)
+            if outcome.status == "failed":
+                result.error = SakuraError(outcome.error or f"stage {name} failed")
+                result.error.exit_code = outcome.exit_code
+                break
+        self.store.record_run(self.recipe.name, result.as_json())
+        return result
+
+    # -- one stage -------------------------------------------------------------------------------
+    def _run_stage(self, plan: Plan, name: str, info: StageInfo, hook: Any) -> StageOutcome:
+        node = plan.stages[name]
+        stage = node.stage
+        started = time.monotonic()
+        self.reporter.stage_started(name, stage.kind_name)
+        tmp: Path | None = None
+        try:
+            inputs = {ref: self._input(plan, ref) for ref in stage.depends_on}
+            hook.sakura_before_stage(stage=info)
+            tmp = self.store.begin(node.fingerprint)
+            ctx = StageContext(
+                name=name,
+                kind=stage.kind_name,
+                options=stage.options,
+                output_dir=tmp,
+                work_dir=self.store.work_dir(node.fingerprint),
+                inputs=inputs,
+                recipe_path=self.recipe.path,
+                recipe_text=self.recipe.text,
+                plugins=self.recipe.plugins,
+                reporter=self.reporter,
+                fingerprint=node.fingerprint,
+                lineage=_lineage(inputs),
+            )
+            metrics = stage.kind.run(ctx) or {}
+            seconds = time.monotonic() - started
+            manifest = self._manifest(plan, name, inputs, metrics, seconds, ctx.lineage)
+            artifact = self.store.commit(tmp, node.fingerprint, manifest)
+        except BaseException as exc:
+            if tmp is not None:
+                self.store.abort(tmp)
+            seconds = time.monotonic() - started
+            if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: stop now, nothing half-written
+                self.reporter.stage_finished(name, "failed", seconds, "interrupted")
+                raise
+            message, exit_code = self._describe_failure(name, exc)
+            self.reporter.stage_finished(name, "failed", seconds)
+            return StageOutcome(
+                name, info.kind, info.plugin, "failed", node.fingerprint, None, seconds, error=message, exit_code=exit_code
+            )
+        self.reporter.stage_finished(name, "ran", seconds, _short_metrics(metrics))
+        return StageOutcome(name, info.kind, info.plugin, "ran", node.fingerprint, artifact.path, seconds, metrics)
+
+    def _describe_failure(self, name: str, exc: Exception) -> tuple[str, int]:
+        if isinstance(exc, SakuraError):
+            return f"stage {name}: {exc}", exc.exit_code
+        log = self.store.log_path(name)
+        log.write_text("".join(traceback.format_exception(exc)))
+        return f"stage {name} failed: {type(exc).__name__}: {exc} (traceback in {log})", 1
+
+    def _input(self, plan: Plan, ref: str) -> InputArtifact:
+        if ref in plan.stages:
+            node = plan.stages[ref]
+            artifact = self.store.lookup(node.fingerprint)
+            if artifact is None:
+                raise StageError(f"needs the output of stage {ref}, which is not built yet (run without --only)")
+            return InputArtifact(ref, artifact.path, node.fingerprint, node.stage.kind_name, artifact.manifest)
+        source = plan.sources[ref]
+        if ref not in self._materialized:
+            model = source.model
+            self._materialized[ref] = model.source.materialize(model.options, self.env, source.fingerprint)
+        manifest = {**source.lineage, "fingerprint": source.fingerprint}
+        return InputArtifact(ref, self._materialized[ref], source.fingerprint, "model", manifest)
+
+    def _manifest(
+        self, plan: Plan, name: str, inputs: dict[str, InputArtifact], metrics: dict[str, Any], seconds: float,
+        lineage: list[dict[str, Any]],
+    ) -> dict[str, Any]:
+        from sakura_core import __version__
+
+        node = plan.stages[name]
+        entry = self.recipe.plugins.stage_kinds.entry(node.stage.kind_name)
+        return {
+            "sakura_version": __version__,
+            "fingerprint": node.fingerprint,
+            "stage": name,
+            "kind": node.stage.kind_name,
+            "produces": node.stage.kind.produces,
+            "plugin": {"name": entry.plugin.name, "version": entry.plugin.version},
+            "options": node.stage.options.model_dump(mode="json"),
+            "inputs": {ref: inp.fingerprint for ref, inp in inputs.items()},
+            "metrics": metrics,
+            "seconds": round(seconds, 3),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "recipe": {"name": self.recipe.name, "file": self.recipe.file, "text": self.recipe.text},
+            "lineage": lineage,
+        }
+
+
+def _lineage(inputs: dict[str, InputArtifact]) -> list[dict[str, Any]]:
+    """Every ancestor (model sources and stages), oldest first, each once."""
+    seen: dict[str, dict[str, Any]] = {}
+    for inp in inputs.values():
+        for entry in inp.manifest.get("lineage", []):
+            seen.setdefault(entry["fingerprint"], entry)
+        if inp.kind == "model":
+            seen.setdefault(inp.fingerprint, inp.manifest)
+        else:
+            m = inp.manifest
+            seen.setdefault(
+                inp.fingerprint,
+                {
+                    "name": inp.name,
+                    "kind": m.get("kind"),
+                    "plugin": m.get("plugin"),
+                    "options": m.get("options"),
+                    "metrics": m.get("metrics"),
+                    "fingerprint": inp.fingerprint,
+                },
+            )
+    return list(seen.values())
+
+
+def _short_metrics(metrics: dict[str, Any]) -> str:
+    shown = [(k, v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)][:3]
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown)

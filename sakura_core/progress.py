@@ -1,0 +1,194 @@
+"""How stages report progress: a rich live view on a terminal, plain log lines elsewhere.
+
+Plugins never talk to rich directly: they call ``ctx.progress(...)``, ``ctx.log(...)`` and
+``ctx.metric(...)``, which land in whichever ``Reporter`` the run uses.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import IO, Any
+
+
+class Task:
+    """One progress bar. Use as a context manager; ``advance`` / ``update`` from any thread."""
+
+    def __init__(self, reporter: Reporter, description: str, total: float | None, unit: str):
+        self.reporter = reporter
+        self.description = description
+        self.total = total
+        self.unit = unit
+        self.completed = 0.0
+
+    def advance(self, amount: float = 1) -> None:
+        self.update(self.completed + amount)
+
+    def update(self, completed: float, total: float | None = None) -> None:
+        self.completed = completed
+        if total is not None:
+            self.total = total
+        self.reporter._task_updated(self)
+
+    def __enter__(self) -> Task:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.reporter._task_done(self)
+
+
+class Reporter:
+    """Base reporter: records nothing, prints nothing (used by tests and library callers)."""
+
+    def __enter__(self) -> Reporter:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        pass
+
+    def task(self, description: str, total: float | None = None, unit: str = "") -> Task:
+        task = Task(self, description, total, unit)
+        self._task_started(task)
+        return task
+
+    def log(self, message: str) -> None:
+        pass
+
+    def stage_started(self, name: str, kind: str) -> None:
+        pass
+
+    def stage_finished(self, name: str, status: str, seconds: float, detail: str = "") -> None:
+        pass
+
+    def stage_metrics(self, name: str, values: dict[str, Any]) -> None:
+        pass
+
+    def _task_started(self, task: Task) -> None:
+        pass
+
+    def _task_updated(self, task: Task) -> None:
+        pass
+
+    def _task_done(self, task: Task) -> None:
+        pass
+
+
+def _fmt_metrics(values: dict[str, Any]) -> str:
+    parts = []
+    for key, value in values.items():
+        parts.append(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}")
+    return " ".join(parts)
+
+
+class PlainReporter(Reporter):
+    """Log lines for CI and pipes: a line when a task starts, about every 10 s and at 25% steps, and at its end."""
+
+    def __init__(self, stream: IO[str] | None = None, interval: float = 10.0):
+        self.stream = stream or sys.stderr
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._last: dict[int, tuple[float, int]] = {}
+
+    def _print(self, line: str) -> None:
+        with self._lock:
+            print(f"[{time.strftime('%H:%M:%S')}] {line}", file=self.stream, flush=True)
+
+    def log(self, message: str) -> None:
+        self._print(message)
+
+    def stage_started(self, name: str, kind: str) -> None:
+        self._print(f"stage {name} ({kind}): running")
+
+    def stage_finished(self, name: str, status: str, seconds: float, detail: str = "") -> None:
+        extra = f" - {detail}" if detail else ""
+        self._print(f"stage {name}: {status} in {seconds:.1f}s{extra}")
+
+    def stage_metrics(self, name: str, values: dict[str, Any]) -> None:
+        now = time.monotonic()
+        last, _ = self._last.get(hash(name), (0.0, 0))
+        if now - last >= self.interval:
+            self._last[hash(name)] = (now, 0)
+            self._print(f"{name}: {_fmt_metrics(values)}")
+
+    def _task_started(self, task: Task) -> None:
+        self._last[id(task)] = (time.monotonic(), 0)
+        total = f" ({task.total:g}{' ' + task.unit if task.unit else ''})" if task.total else ""
+        self._print(f"{task.description}{total}")
+
+    def _task_updated(self, task: Task) -> None:
+        last_time, last_quarter = self._last.get(id(task), (0.0, 0))
+        quarter = int(4 * task.completed / task.total) if task.total else 0
+        now = time.monotonic()
+        if quarter > last_quarter or now - last_time >= self.interval:
+            self._last[id(task)] = (now, quarter)
+            self._print(f"{task.description}: {_progress_text(task)}")
+
+    def _task_done(self, task: Task) -> None:
+        self._last.pop(id(task), None)
+
+
+def _progress_text(task: Task) -> str:
+    if task.total:
+        return f"{task.completed:g}/{task.total:g} {task.unit}".rstrip() + f" ({100 * task.completed / task.total:.0f}%)"
+    return f"{task.completed:g} {task.unit}".rstrip()
+
+
+class RichReporter(Reporter):
+    """A live view: one line per stage with its status and live metrics, and a bar per long step."""
+
+    def __init__(self, stages: list[tuple[str, str]], console: Any = None):
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.console = console or Console(stderr=True)
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"),
+            console=self.console,
+            transient=False,
+        )
+        self._stage_tasks: dict[str, Any] = {}
+        self._bars: dict[int, Any] = {}
+        for name, kind in stages:
+            self._stage_tasks[name] = self.progress.add_task(f"[bold]{name}[/] ({kind})", total=1, info="waiting", start=False)
+
+    def __enter__(self) -> RichReporter:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.__exit__(*exc)
+
+    def log(self, message: str) -> None:
+        self.progress.console.log(message)
+
+    def stage_started(self, name: str, kind: str) -> None:
+        task_id = self._stage_tasks[name]
+        self.progress.start_task(task_id)
+        self.progress.update(task_id, info="running")
+
+    def stage_finished(self, name: str, status: str, seconds: float, detail: str = "") -> None:
+        colour = {"ran": "green", "cached": "cyan", "failed": "red"}.get(status, "white")
+        self.progress.update(
+            self._stage_tasks[name], completed=1, info=f"[{colour}]{status}[/] {seconds:.1f}s {detail}".rstrip()
+        )
+
+    def stage_metrics(self, name: str, values: dict[str, Any]) -> None:
+        self.progress.update(self._stage_tasks[name], info=f"running {_fmt_metrics(values)}")
+
+    def _task_started(self, task: Task) -> None:
+        self._bars[id(task)] = self.progress.add_task(f"  {task.description}", total=task.total, info=task.unit)
+
+    def _task_updated(self, task: Task) -> None:
+        self.progress.update(self._bars[id(task)], completed=task.completed, total=task.total)
+
+    def _task_done(self, task: Task) -> None:
+        bar = self._bars.pop(id(task), None)
+        if bar is not None:
+            self.progress.remove_task(bar)

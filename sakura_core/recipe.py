@@ -1,0 +1,335 @@
+"""TOML recipe -> validated ``Recipe``, before any work is done.
+
+Every mistake becomes one ``RecipeError`` line naming the file and the key path:
+``tiny.toml: stages.dpo.args.learnin_rate: unknown option (did you mean learning_rate?)``.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from sakura_core.errors import OptionError, PluginError, RecipeError, did_you_mean, join_key
+from sakura_core.plugins import Plugins
+from sakura_core.stage import CheckEnv, ModelSource, StageKind
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+TOP_LEVEL_KEYS = {"name": str, "description": str, "store": str, "plugins": list, "models": dict, "stages": dict}
+
+
+@dataclass
+class ModelRef:
+    alias: str
+    source_name: str
+    source: ModelSource
+    options: Any
+
+
+@dataclass
+class Stage:
+    name: str
+    kind_name: str
+    kind: StageKind
+    options: Any
+    references: dict[str, str]  # key path -> stage name or model alias
+
+    @property
+    def depends_on(self) -> list[str]:
+        return list(dict.fromkeys(self.references.values()))
+
+
+@dataclass
+class Recipe:
+    path: Path
+    text: str
+    name: str
+    description: str
+    store_dir: Path
+    models: dict[str, ModelRef]
+    stages: dict[str, Stage]
+    plugins: Plugins
+
+    @property
+    def file(self) -> str:
+        return self.path.name
+
+
+def load_recipe(
+    path: str | os.PathLike[str],
+    overrides: list[str] = (),  # type: ignore[assignment]
+    plugins: Plugins | None = None,
+    store: str | None = None,
+) -> Recipe:
+    """Read, override and validate a recipe file. Raises ``RecipeError`` / ``PluginError``."""
+    path = Path(path)
+    file = path.name
+    if not path.is_file():
+        raise RecipeError("recipe file not found", file=str(path))
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise RecipeError(f"invalid TOML: {exc}", file=file) from None
+    data = apply_overrides(data, overrides, file)
+    return validate_recipe(data, path=path.resolve(), text=text, plugins=plugins, store=store)
+
+
+def validate_recipe(
+    data: dict[str, Any],
+    *,
+    path: Path,
+    text: str = "",
+    plugins: Plugins | None = None,
+    store: str | None = None,
+) -> Recipe:
+    file = path.name
+    for key, value in data.items():
+        if key not in TOP_LEVEL_KEYS:
+            raise RecipeError(f"unknown key{did_you_mean(key, TOP_LEVEL_KEYS)}", file=file, key=key)
+        expected = TOP_LEVEL_KEYS[key]
+        if not isinstance(value, expected):
+            raise RecipeError(f"must be a {_type_word(expected)}", file=file, key=key)
+    stages_raw = data.get("stages", {})
+    if not stages_raw:
+        raise RecipeError("the recipe has no stages (add a [stages.NAME] table)", file=file, key="stages")
+
+    plugins = plugins or Plugins()
+    for i, plugin_file in enumerate(data.get("plugins", [])):
+        if not isinstance(plugin_file, str):
+            raise RecipeError("must be a path to a plugin file", file=file, key=join_key("plugins", i))
+        try:
+            plugins.load_file(path.parent / plugin_file)
+        except PluginError as exc:
+            raise RecipeError(str(exc), file=file, key=join_key("plugins", i)) from None
+
+    models = {alias: _parse_model(alias, spec, plugins, file) for alias, spec in data.get("models", {}).items()}
+    names = set(models)
+    for name in stages_raw:
+        if not NAME_RE.match(name):
+            raise RecipeError("stage names are letters, digits, '_' and '-'", file=file, key=f"stages.{name}")
+        if name in models:
+            raise RecipeError(f"stage {name!r} has the same name as a model", file=file, key=f"stages.{name}")
+        names.add(name)
+
+    env = CheckEnv(plugins=plugins, recipe_dir=path.parent, names=names)
+    stages = {name: _parse_stage(name, table, env, file) for name, table in stages_raw.items()}
+    _check_cycles(stages, file)
+
+    store_dir = Path(store or os.environ.get("SAKURA_STORE") or data.get("store") or ".sakura")
+    if not store_dir.is_absolute():
+        store_dir = path.parent / store_dir
+    return Recipe(
+        path=path,
+        text=text,
+        name=data.get("name", path.stem),
+        description=data.get("description", ""),
+        store_dir=store_dir,
+        models=models,
+        stages=stages,
+        plugins=plugins,
+    )
+
+
+# -- models ----------------------------------------------------------------------------------------
+def _parse_model(alias: str, spec: Any, plugins: Plugins, file: str) -> ModelRef:
+    key = f"models.{alias}"
+    if not NAME_RE.match(alias):
+        raise RecipeError("model names are letters, digits, '_' and '-'", file=file, key=key)
+    sources = plugins.model_sources
+    if isinstance(spec, str):
+        source_name, raw = _split_model_shorthand(spec, sources.names())
+        source = sources.get(source_name)
+        try:
+            raw = source.parse(raw)
+        except (ValueError, OptionError) as exc:
+            raise RecipeError(str(exc), file=file, key=key) from None
+    elif isinstance(spec, dict):
+        raw = dict(spec)
+        source_name = raw.pop("source", None)
+        if source_name is None:
+            raise RecipeError("a model table needs a 'source' key (tiny, local, hub, ...)", file=file, key=key)
+        if source_name not in sources:
+            raise RecipeError(
+                f"unknown model source {source_name!r}{did_you_mean(source_name, sources.names())}",
+                file=file,
+                key=f"{key}.source",
+            )
+        source = sources.get(source_name)
+    else:
+        raise RecipeError("must be a string or a table", file=file, key=key)
+    options = _validate_options(source.Options, raw, file, key)
+    return ModelRef(alias=alias, source_name=source_name, source=source, options=options)
+
+
+def _split_model_shorthand(spec: str, source_names: list[str]) -> tuple[str, str]:
+    """``tiny:llama`` -> tiny; ``./dir`` or ``/abs`` -> local; ``org/name[@rev]`` -> hub."""
+    scheme, sep, rest = spec.partition(":")
+    if sep and scheme in source_names:
+        return scheme, rest
+    if spec.startswith((".", "/", "~")) or os.path.isdir(os.path.expanduser(spec)):
+        return "local", spec
+    return "hub", spec
+
+
+# -- stages ----------------------------------------------------------------------------------------
+def _parse_stage(name: str, table: Any, env: CheckEnv, file: str) -> Stage:
+    prefix = f"stages.{name}"
+    if not isinstance(table, dict):
+        raise RecipeError("must be a table", file=file, key=prefix)
+    raw = dict(table)
+    kind_name = raw.pop("kind", None)
+    kinds = env.plugins.stage_kinds
+    if kind_name is None:
+        raise RecipeError(f"missing 'kind' (one of: {', '.join(kinds.names())})", file=file, key=prefix)
+    if kind_name not in kinds:
+        raise RecipeError(
+            f"unknown stage kind {kind_name!r}{did_you_mean(str(kind_name), kinds.names())}",
+            file=file,
+            key=f"{prefix}.kind",
+        )
+    kind: StageKind = kinds.get(kind_name)
+    options = _validate_options(kind.Options, raw, file, prefix)
+    try:
+        kind.check(options, env)
+    except OptionError as exc:
+        raise RecipeError(exc.detail, file=file, key=join_key(prefix, exc.key)) from None
+    except PluginError as exc:
+        raise RecipeError(str(exc), file=file, key=prefix) from None
+    references = kind.references(options)
+    for key, target in references.items():
+        if target == name:
+            raise RecipeError("a stage cannot read its own output", file=file, key=join_key(prefix, key))
+        if target not in env.names:
+            raise RecipeError(
+                f"no stage or model named {target!r}{did_you_mean(target, env.names)}",
+                file=file,
+                key=join_key(prefix, key),
+            )
+    return Stage(name=name, kind_name=kind_name, kind=kind, options=options, references=references)
+
+
+def _check_cycles(stages: dict[str, Stage], file: str) -> None:
+    state: dict[str, str] = {}
+
+    def visit(name: str, trail: list[str]) -> None:
+        if state.get(name) == "done" or name not in stages:
+            return
+        if state.get(name) == "active":
+            cycle = trail[trail.index(name) :] + [name]
+            first = stages[cycle[0]]
+            key = next(k for k, v in first.references.items() if v == cycle[1])
+            raise RecipeError(f"cycle: {' -> '.join(cycle)}", file=file, key=f"stages.{cycle[0]}.{key}")
+        state[name] = "active"
+        for dep in stages[name].depends_on:
+            visit(dep, trail + [name])
+        state[name] = "done"
+
+    for name in stages:
+        visit(name, [])
+
+
+# -- options ---------------------------------------------------------------------------------------
+def validate_options(model: type[BaseModel], raw: Any, key_prefix: str = "") -> Any:
+    """Validate ``raw`` with a plugin's options model, raising ``OptionError`` with a key path.
+
+    Plugins use this for nested options (a merge method's parameters, a trainer's args).
+    """
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        loc = [part for part in error["loc"] if part != "__root__"]
+        key = join_key(key_prefix, *loc)
+        raise OptionError(key or None, describe_error(error, model, loc)) from None
+
+
+def _validate_options(model: type[BaseModel], raw: Any, file: str, prefix: str) -> Any:
+    try:
+        return validate_options(model, raw)
+    except OptionError as exc:
+        raise RecipeError(exc.detail, file=file, key=join_key(prefix, exc.key)) from None
+
+
+def describe_error(error: dict[str, Any], model: type[BaseModel], loc: list[Any]) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return f"unknown option{did_you_mean(str(loc[-1]), _fields_at(model, loc[:-1]))}"
+    if kind == "missing":
+        return "missing required option"
+    message = error["msg"]
+    message = message[0].lower() + message[1:]
+    if "input" in error and kind not in ("missing",) and not isinstance(error["input"], (dict, list)):
+        message += f" (got {error['input']!r})"
+    return message
+
+
+def _fields_at(model: type[BaseModel], loc: list[Any]) -> list[str]:
+    """Field names of the (nested) model at ``loc``, for suggestions."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int) or current is None:
+            continue
+        field = getattr(current, "model_fields", {}).get(part)
+        current = _model_of(field.annotation) if field else None
+    fields = getattr(current, "model_fields", {}) if current is not None else {}
+    names = []
+    for name, field in fields.items():
+        names.append(name)
+        if field.alias:
+            names.append(field.alias)
+    return names
+
+
+def _model_of(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
+
+
+# -- overrides -------------------------------------------------------------------------------------
+def apply_overrides(data: dict[str, Any], overrides: list[str], file: str) -> dict[str, Any]:
+    """Apply ``-s stages.dpo.args.learning_rate=1e-6`` overrides; values are parsed as TOML values."""
+    data = copy.deepcopy(data)
+    for override in overrides:
+        key, sep, text = override.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise RecipeError(f"override {override!r} is not KEY=VALUE", file=file)
+        value = parse_value(text.strip())
+        parts = key.split(".")
+        table = data
+        for i, part in enumerate(parts[:-1]):
+            node = table.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise RecipeError("cannot set a key inside a non-table value", file=file, key=".".join(parts[: i + 1]))
+            table = node
+        table[parts[-1]] = value
+    return data
+
+
+def parse_value(text: str) -> Any:
+    """A TOML value (``1e-6``, ``true``, ``[1, 2]``, ``"x"``); anything else is taken as a bare string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _type_word(expected: type) -> str:
+    return {str: "string", list: "list", dict: "table"}[expected]

@@ -1,0 +1,177 @@
+"""What a stage kind and a model source implement, and what the engine hands them.
+
+These are the two extension points the engine itself calls. Everything narrower (merge methods, dataset
+adapters, trainers, publishers) is defined by the stage-kind plugin that uses it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sakura_core.plugins import Plugins
+    from sakura_core.progress import Reporter, Task
+    from sakura_core.store import Store
+
+
+class Options(BaseModel):
+    """Base for every plugin's options model: unknown keys are errors, values are validated as given."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass
+class CheckEnv:
+    """What a plugin may consult while checking its options (no I/O, no heavy imports)."""
+
+    plugins: Plugins
+    recipe_dir: Path
+    names: set[str]  # every stage name and model alias of the recipe
+
+
+class StageKind:
+    """A kind of stage (``merge``, ``dataset``, ``train``, ``publish``, ...).
+
+    Subclasses set ``Options`` (the stage's TOML table minus ``kind``) and implement ``references`` and
+    ``run``; ``check`` and ``external_inputs`` are optional.
+    """
+
+    Options: ClassVar[type[Options]]
+    # Short word for the stage's output, shown by ``plan`` and stored in the manifest.
+    produces: ClassVar[str] = "artifact"
+
+    def references(self, options: Any) -> dict[str, str]:
+        """The stages and models this stage reads, as ``{key path in the stage table: name}``."""
+        return {}
+
+    def check(self, options: Any, env: CheckEnv) -> None:
+        """Deeper validation before any work (plugin names, nested plugin options).
+
+        Raise ``OptionError(key, message)`` with ``key`` relative to the stage table.
+        """
+
+    def external_inputs(self, options: Any, recipe_dir: Path) -> dict[str, Any]:
+        """Fingerprint material for inputs outside the store (local data files by content, Hub revisions)."""
+        return {}
+
+    def implementation_versions(self, options: Any, plugins: Plugins) -> dict[str, str]:
+        """``{plugin name: version}`` of the plugins this stage's options select (part of the fingerprint)."""
+        return {}
+
+    def run(self, ctx: StageContext) -> dict[str, Any] | None:
+        """Do the work, writing the result into ``ctx.output_dir``; return metrics (JSON-able)."""
+        raise NotImplementedError
+
+
+class ModelSource:
+    """Where a model of the recipe's ``[models]`` table comes from (``tiny``, ``local``, ``hub``, ...)."""
+
+    Options: ClassVar[type[Options]]
+
+    def parse(self, text: str) -> dict[str, Any]:
+        """Turn the shorthand after ``name:`` (or the whole string) into an options dict."""
+        raise NotImplementedError
+
+    def fingerprint(self, options: Any, env: SourceEnv) -> tuple[str, dict[str, Any]]:
+        """``(fingerprint, lineage)`` without downloading weights; lineage is shown on model cards."""
+        raise NotImplementedError
+
+    def materialize(self, options: Any, env: SourceEnv, fingerprint: str) -> Path:
+        """A local directory holding the model (config, safetensors, tokenizer)."""
+        raise NotImplementedError
+
+
+@dataclass
+class SourceEnv:
+    recipe_dir: Path
+    store: Store
+    reporter: Reporter
+
+
+@dataclass(frozen=True)
+class InputArtifact:
+    """An input of a stage: a model source or another stage's artifact."""
+
+    name: str  # the stage name or model alias the recipe used
+    path: Path
+    fingerprint: str
+    kind: str  # "model" for model sources, else the stage kind
+    manifest: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class StageInfo:
+    """A stage as the lifecycle hooks see it."""
+
+    name: str
+    kind: str
+    plugin: str
+    fingerprint: str
+    options: Any
+
+
+@dataclass
+class StageOutcome:
+    name: str
+    kind: str
+    plugin: str
+    status: str  # "ran", "cached", "failed", "skipped"
+    fingerprint: str
+    artifact: Path | None = None
+    seconds: float = 0.0
+    metrics: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    exit_code: int = 0  # for failed stages: the exit code the CLI should end with
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "plugin": self.plugin,
+            "status": self.status,
+            "fingerprint": self.fingerprint,
+            "artifact": str(self.artifact) if self.artifact else None,
+            "seconds": round(self.seconds, 3),
+            "metrics": self.metrics,
+            **({"error": self.error} if self.error else {}),
+        }
+
+
+@dataclass
+class StageContext:
+    """Everything a stage's ``run`` gets."""
+
+    name: str
+    kind: str
+    options: Any
+    output_dir: Path  # write the result here; it becomes the artifact when run() returns
+    work_dir: Path  # survives a crash: checkpoints for resuming live here
+    inputs: dict[str, InputArtifact]
+    recipe_path: Path
+    recipe_text: str
+    plugins: Plugins
+    reporter: Reporter
+    fingerprint: str
+    lineage: list[dict[str, Any]]  # every upstream source and stage, oldest first
+
+    @property
+    def recipe_dir(self) -> Path:
+        return self.recipe_path.parent
+
+    def input(self, name: str) -> InputArtifact:
+        return self.inputs[name]
+
+    def progress(self, description: str, total: float | None = None, unit: str = "") -> Task:
+        """A progress bar in the live view (a log line per step without a terminal)."""
+        return self.reporter.task(f"{self.name}: {description}", total=total, unit=unit)
+
+    def log(self, message: str) -> None:
+        self.reporter.log(f"{self.name}: {message}")
+
+    def metric(self, **values: Any) -> None:
+        """Show live metrics (loss, throughput) next to the stage in the progress view."""
+        self.reporter.stage_metrics(self.name, values)

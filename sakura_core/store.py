@@ -1,0 +1,160 @@
+"""Content-addressed artifact store.
+
+Layout under the store root (``.sakura/`` beside the recipe by default)::
+
+    artifacts/<fingerprint>/     complete artifacts; sakura-artifact.json is their manifest
+    tmp/<fingerprint>.<pid>.<n>/ artifacts being written; renamed into artifacts/ only when complete
+    work/<fingerprint>/          a stage's scratch space that survives a crash (checkpoints to resume from)
+    runs/<time>-<recipe>.json    one summary per run
+    logs/                        tracebacks of unexpected failures
+
+A directory rename is atomic, so an artifact is either wholly there or not at all: a run killed at any
+moment (even SIGKILL) leaves at most a ``tmp/`` entry, which no later run accepts and ``gc`` removes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+MANIFEST = "sakura-artifact.json"
+_counter = itertools.count()
+
+
+@dataclass(frozen=True)
+class Artifact:
+    fingerprint: str
+    path: Path
+    manifest: dict[str, Any]
+
+
+class Store:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.root / "artifacts"
+
+    def artifact_path(self, fingerprint: str) -> Path:
+        return self.artifacts_dir / fingerprint
+
+    def lookup(self, fingerprint: str) -> Artifact | None:
+        """The complete artifact with this fingerprint, or None."""
+        path = self.artifact_path(fingerprint)
+        try:
+            manifest = json.loads((path / MANIFEST).read_text())
+        except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+            return None
+        return Artifact(fingerprint, path, manifest)
+
+    def work_dir(self, fingerprint: str) -> Path:
+        path = self.root / "work" / fingerprint
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def begin(self, fingerprint: str) -> Path:
+        """A fresh, empty directory to write an artifact into; ``commit`` publishes it."""
+        tmp = self.root / "tmp" / f"{fingerprint}.{os.getpid()}.{next(_counter)}"
+        tmp.mkdir(parents=True)
+        return tmp
+
+    def commit(self, tmp: Path, fingerprint: str, manifest: dict[str, Any]) -> Artifact:
+        """Write the manifest, then atomically move ``tmp`` into place (replacing an older artifact)."""
+        _write_json_atomic(tmp / MANIFEST, manifest)
+        _fsync_dir(tmp)
+        final = self.artifact_path(fingerprint)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if final.exists():  # a forced re-run: move the old one aside first, then drop it
+            trash = self.root / "tmp" / f"{fingerprint}.old.{os.getpid()}.{next(_counter)}"
+            os.rename(final, trash)
+            os.rename(tmp, final)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.rename(tmp, final)
+        _fsync_dir(final.parent)
+        shutil.rmtree(self.root / "work" / fingerprint, ignore_errors=True)
+        return Artifact(fingerprint, final, manifest)
+
+    def abort(self, tmp: Path) -> None:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    # -- housekeeping ---------------------------------------------------------------------------
+    def list(self) -> list[Artifact]:
+        if not self.artifacts_dir.is_dir():
+            return []
+        found = (self.lookup(p.name) for p in sorted(self.artifacts_dir.iterdir()))
+        return [a for a in found if a is not None]
+
+    def gc(self, keep: set[str] | None = None) -> list[Path]:
+        """Remove unfinished writes and stale work areas; with ``keep``, also every artifact not in it."""
+        removed = []
+        for sub in ("tmp",):
+            for path in sorted((self.root / sub).glob("*")) if (self.root / sub).is_dir() else []:
+                if not _owned_by_live_process(path.name):
+                    shutil.rmtree(path, ignore_errors=True)
+                    removed.append(path)
+        if keep is not None:
+            for artifact in self.list():
+                if artifact.fingerprint not in keep:
+                    shutil.rmtree(artifact.path, ignore_errors=True)
+                    removed.append(artifact.path)
+            work = self.root / "work"
+            for path in sorted(work.iterdir()) if work.is_dir() else []:
+                if path.name not in keep:
+                    shutil.rmtree(path, ignore_errors=True)
+                    removed.append(path)
+        return removed
+
+    def record_run(self, recipe_name: str, summary: dict[str, Any]) -> Path:
+        runs = self.root / "runs"
+        runs.mkdir(parents=True, exist_ok=True)
+        path = runs / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{recipe_name}.json"
+        _write_json_atomic(path, summary)
+        return path
+
+    def log_path(self, name: str) -> Path:
+        logs = self.root / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        return logs / f"{time.strftime('%Y%m%d-%H%M%S')}-{name}.log"
+
+
+def _owned_by_live_process(entry: str) -> bool:
+    parts = entry.split(".")
+    try:
+        pid = int(parts[-2])
+    except (IndexError, ValueError):
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".part")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2, sort_keys=True, default=str)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
