@@ -172,7 +172,10 @@ class Plugins:
         try:
             self.pm.check_pending()
         except pluggy.PluginValidationError as exc:
-            raise PluginError(f"plugin {exc.plugin_name}: {exc}") from exc
+            name = self.pm.get_name(exc.plugin) or "?"
+            self.pm.unregister(exc.plugin)
+            self.infos.pop(name, None)
+            raise PluginError(f"plugin {name}: {exc}") from exc
 
     # -- registries ----------------------------------------------------------------------------
     @property

@@ -51,3 +51,41 @@ def copy_tree(tmp_path):
         return dst
 
     return copy
+
+
+CORE_PLUGINS = REPO / "tests" / "core_plugins"
+
+
+@pytest.fixture
+def write_recipe(tmp_path):
+    """``write_recipe(text, name="r.toml", plugin_files=("echo_plugin.py",))`` -> path of the recipe in tmp_path."""
+    import textwrap
+
+    def write(text: str, name: str = "r.toml", plugin_files=("echo_plugin.py",)) -> Path:
+        for plugin_file in plugin_files:
+            shutil.copy(CORE_PLUGINS / plugin_file, tmp_path / plugin_file)
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(text))
+        return path
+
+    return write
+
+
+def run_sakura(*args, cwd=None, env=None, timeout=600, check=None):
+    """Run the real ``sakura`` CLI in a subprocess; returns CompletedProcess (text)."""
+    import subprocess
+    import sys
+
+    full_env = {**os.environ, **(env or {})}
+    result = subprocess.run(
+        [sys.executable, "-m", "sakura_core", *map(str, args)],
+        cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
+    )
+    if check is not None:
+        assert result.returncode == check, f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    return result
+
+
+@pytest.fixture
+def sakura():
+    return run_sakura

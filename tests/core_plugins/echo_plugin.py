@@ -1,0 +1,86 @@
+"""A recipe-local plugin used by the core tests: stage kinds that do small, observable work.
+
+``echo`` writes its text plus its inputs' fingerprints; ``slow`` writes chunks with pauses so a test can
+kill the process mid-stage (it touches ``started_marker`` when it begins).
+"""
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+from pydantic import Field
+
+from sakura_core import OptionError, StageError, hookimpl
+from sakura_core.errors import did_you_mean
+from sakura_core.stage import Options, StageKind
+
+COLOURS = ("red", "green", "blue")
+
+
+class EchoOptions(Options):
+    reads: list[str] = []
+    text: str = "hello"
+    colour: str = "red"
+    repeat: int = Field(1, ge=1)
+    fail: bool = False
+
+
+class Echo(StageKind):
+    Options = EchoOptions
+
+    def references(self, options):
+        return {f"reads[{i}]": name for i, name in enumerate(options.reads)}
+
+    def check(self, options, env):
+        if options.colour not in COLOURS:
+            raise OptionError("colour", f"unknown colour {options.colour!r}{did_you_mean(options.colour, COLOURS)}")
+
+    def run(self, ctx):
+        counter = os.environ.get("SAKURA_TEST_COUNTER")
+        if counter:
+            with open(counter, "a") as fh:
+                fh.write(ctx.name + "\n")
+        if ctx.options.fail:
+            (ctx.output_dir / "partial.txt").write_text("half")
+            raise StageError("refusing on purpose")
+        lines = [ctx.options.text * ctx.options.repeat]
+        lines += [f"{name}={inp.fingerprint}" for name, inp in sorted(ctx.inputs.items())]
+        (ctx.output_dir / "out.txt").write_text("\n".join(lines))
+        return {"lines": len(lines)}
+
+
+class SlowOptions(Options):
+    reads: list[str] = []
+    chunks: int = 20
+    pause: float = 0.05
+    started_marker: str = ""
+
+
+class Slow(StageKind):
+    Options = SlowOptions
+
+    def references(self, options):
+        return {f"reads[{i}]": name for i, name in enumerate(options.reads)}
+
+    def run(self, ctx):
+        if ctx.options.started_marker:
+            Path(ctx.options.started_marker).write_text(str(os.getpid()))
+        digest = hashlib.sha256()
+        for name, inp in sorted(ctx.inputs.items()):
+            digest.update(inp.fingerprint.encode())
+        with ctx.progress("writing chunks", total=ctx.options.chunks) as task:
+            for i in range(ctx.options.chunks):
+                digest.update(str(i).encode())
+                (ctx.output_dir / f"chunk{i:03d}.txt").write_text(digest.hexdigest())
+                time.sleep(ctx.options.pause)
+                task.advance()
+        (ctx.output_dir / "result.json").write_text(json.dumps({"digest": digest.hexdigest()}))
+        return {"chunks": ctx.options.chunks}
+
+
+@hookimpl
+def sakura_register_stage_kinds(register):
+    register("echo", Echo())
+    register("slow", Slow())

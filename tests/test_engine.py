@@ -1,0 +1,211 @@
+"""The engine: dependency order, caching by fingerprint, selective re-runs, failures, lifecycle hooks."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from sakura_core import hookimpl
+from sakura_core.engine import Engine
+from sakura_core.errors import RecipeError
+from sakura_core.plugins import Plugins
+from sakura_core.recipe import load_recipe
+from sakura_core.store import MANIFEST
+
+PIPELINE = """
+name = "chain"
+plugins = ["echo_plugin.py"]
+[models]
+base = "tiny:llama?layers=1&hidden=16&intermediate=32&heads=2&kv_heads=1&vocab=300"
+[stages.a]
+kind = "echo"
+reads = ["base"]
+[stages.b]
+kind = "echo"
+reads = ["a"]
+text = "bee"
+[stages.c]
+kind = "echo"
+reads = ["b", "a"]
+[stages.side]
+kind = "echo"
+text = "independent"
+"""
+
+
+@pytest.fixture
+def counter(tmp_path, monkeypatch):
+    path = tmp_path / "ran.txt"
+    monkeypatch.setenv("SAKURA_TEST_COUNTER", str(path))
+
+    def ran() -> list[str]:
+        names = path.read_text().split() if path.exists() else []
+        path.unlink(missing_ok=True)
+        return names
+
+    return ran
+
+
+def run(path, overrides=(), plugins=None, **kwargs):
+    recipe = load_recipe(path, list(overrides), plugins=plugins)
+    return Engine(recipe).run(**kwargs)
+
+
+def statuses(result) -> dict[str, str]:
+    return {o.name: o.status for o in result.outcomes}
+
+
+def test_first_run_runs_all_in_dependency_order_then_nothing(write_recipe, counter):
+    path = write_recipe(PIPELINE)
+    first = run(path)
+    assert first.ok and counter() == ["a", "b", "c", "side"]
+    second = run(path)
+    assert counter() == []
+    assert statuses(second) == {"a": "cached", "b": "cached", "c": "cached", "side": "cached"}
+    assert [o.fingerprint for o in first.outcomes] == [o.fingerprint for o in second.outcomes]
+
+
+def test_changed_option_reruns_only_that_stage_and_downstream(write_recipe, counter):
+    path = write_recipe(PIPELINE)
+    run(path)
+    counter()
+    result = run(path, ["stages.b.text=\"wasp\""])
+    assert counter() == ["b", "c"]
+    assert statuses(result) == {"a": "cached", "b": "ran", "c": "ran", "side": "cached"}
+    # and the old artifacts are still there: switching back costs nothing
+    run(path)
+    assert counter() == []
+
+
+def test_changed_model_source_reruns_its_readers(write_recipe, counter):
+    path = write_recipe(PIPELINE)
+    run(path)
+    counter()
+    run(path, ["models.base=\"tiny:llama?layers=1&hidden=16&intermediate=32&heads=2&kv_heads=1&vocab=300&seed=5\""])
+    assert counter() == ["a", "b", "c"]
+
+
+def test_local_model_is_fingerprinted_by_content(write_recipe, counter, tiny_model_factory, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_factory(seed=1, layers=1), model)
+    path = write_recipe(PIPELINE.replace('base = "tiny:llama?layers=1&hidden=16&intermediate=32&heads=2&kv_heads=1&vocab=300"', 'base = "./model"'))
+    run(path)
+    counter()
+    os.utime(model / "config.json")  # touching changes nothing
+    run(path)
+    assert counter() == []
+    config = json.loads((model / "config.json").read_text())
+    config["rms_norm_eps"] = 1e-6
+    (model / "config.json").write_text(json.dumps(config))
+    run(path)
+    assert counter() == ["a", "b", "c"]
+
+
+def test_only_from_and_force(write_recipe, counter):
+    path = write_recipe(PIPELINE)
+    with_only_b = run(path, only=["b"])
+    assert not with_only_b.ok and "needs the output of stage a, which is not built yet" in str(with_only_b.error)
+    counter()
+    run(path)
+    counter()
+    assert statuses(run(path, only=["b"])) == {"b": "cached"}
+    assert statuses(run(path, force=["b"])) == {"a": "cached", "b": "ran", "c": "cached", "side": "cached"}
+    assert counter() == ["b"]
+    run(path, from_=["b"])
+    assert counter() == ["b", "c"]
+    with pytest.raises(RecipeError, match=r"--from bb: no such stage \(did you mean b\?\)"):
+        run(path, from_=["bb"])
+
+
+def test_failed_stage_keeps_earlier_artifacts_and_leaves_nothing_half_written(write_recipe, counter):
+    path = write_recipe(PIPELINE)
+    result = run(path, ["stages.b.fail=true"])
+    assert not result.ok
+    assert str(result.error) == "stage b: refusing on purpose"
+    assert result.error.exit_code == 1
+    assert statuses(result) == {"a": "ran", "b": "failed"}
+    store = path.parent / ".sakura"
+    assert not list((store / "tmp").iterdir())  # the half-written output was removed
+    assert not list(store.rglob("partial.txt"))
+    counter()
+    fixed = run(path)
+    assert counter() == ["b", "c", "side"]  # a was kept
+    assert fixed.ok
+
+
+def test_unexpected_exception_points_to_a_traceback_file(write_recipe, sakura, monkeypatch):
+    path = write_recipe(PIPELINE)
+    monkeypatch.setenv("SAKURA_TEST_COUNTER", "/nonexistent-dir/x")  # the stage's own write fails
+    result = sakura("run", path, "--only", "side", check=1)
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("stage side failed: FileNotFoundError:")
+    assert "(traceback in " in line
+    log = Path(line.split("(traceback in ")[1].rstrip(")"))
+    assert "Traceback" in log.read_text()
+    assert "Traceback" not in result.stderr
+
+
+def test_lifecycle_hooks_see_every_stage(write_recipe):
+    seen = []
+
+    class Tracer:
+        @hookimpl
+        def sakura_before_stage(self, stage):
+            seen.append(("before", stage.name, stage.fingerprint))
+
+        @hookimpl
+        def sakura_after_stage(self, stage, outcome):
+            seen.append(("after", stage.name, outcome.status))
+
+    plugins = Plugins(entry_points=False)
+    plugins.register_object(Tracer(), "tracer")
+    path = write_recipe(PIPELINE)
+    run(path, plugins=plugins, only=["side"])
+    assert seen[0][:2] == ("before", "side") and len(seen[0][2]) == 32
+    assert seen[1] == ("after", "side", "ran")
+    seen.clear()
+    run(path, plugins=plugins, only=["side"])
+    assert seen == [("after", "side", "cached")]
+
+
+def test_manifest_records_lineage(write_recipe):
+    path = write_recipe(PIPELINE)
+    result = run(path)
+    manifest = json.loads((result.outcome("c").artifact / MANIFEST).read_text())
+    assert manifest["stage"] == "c" and manifest["kind"] == "echo"
+    assert [e["name"] for e in manifest["lineage"]] == ["base", "a", "b"]
+    assert manifest["lineage"][0]["source"] == "tiny"
+    assert manifest["recipe"]["text"] == path.read_text()
+
+
+def test_run_json_and_plan(write_recipe, sakura):
+    path = write_recipe(PIPELINE)
+    plan = json.loads(sakura("plan", path, "--json", check=0).stdout)
+    assert [s["status"] for s in plan["stages"]] == ["will run"] * 4
+    out = json.loads(sakura("run", path, "--json", check=0).stdout)
+    assert out["ok"] is True
+    stage = out["stages"][0]
+    assert set(stage) == {"name", "kind", "plugin", "status", "fingerprint", "artifact", "seconds", "metrics"}
+    assert stage["plugin"] == "echo_plugin" and stage["metrics"] == {"lines": 2}
+    plan = json.loads(sakura("plan", path, "--json", check=0).stdout)
+    assert [s["status"] for s in plan["stages"]] == ["cached"] * 4
+    again = json.loads(sakura("run", path, "--json", check=0).stdout)
+    assert [s["status"] for s in again["stages"]] == ["cached"] * 4
+
+
+def test_cache_ls_and_gc(write_recipe, sakura):
+    path = write_recipe(PIPELINE)
+    sakura("run", path, "-q", check=0)
+    listing = sakura("cache", "ls", path, check=0).stdout.splitlines()
+    assert len(listing) == 5  # four stages and the generated tiny model
+    sakura("run", path, "-q", "-s", 'stages.side.text="other"', check=0)
+    assert len(sakura("cache", "ls", path, check=0).stdout.splitlines()) == 6
+    stale = path.parent / ".sakura" / "tmp" / "deadbeef.999999999.0"
+    stale.mkdir(parents=True)
+    assert "removed 2 entries" in sakura("cache", "gc", path, check=0).stdout  # the old 'side' and the stale tmp
+    assert len(sakura("cache", "ls", path, check=0).stdout.splitlines()) == 5
+    assert not stale.exists()
