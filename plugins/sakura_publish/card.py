@@ -1,0 +1,343 @@
+"""The model card: Hub-convention YAML front matter, then the whole lineage in words.
+
+Everything comes from the lineage the engine records (model sources with their resolved Hub commits,
+every upstream stage with its options and metrics) plus the recipe text, so the card is the same bytes
+for the same artifact: publishing an unchanged artifact again changes nothing on the Hub.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+DATA_FILE_SUFFIXES = (".json", ".jsonl", ".parquet", ".csv", ".tsv", ".txt", ".arrow")
+
+
+def hub_models(lineage: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Lineage entries of models that came from the Hub (they carry ``id`` and the resolved ``sha``)."""
+    return [e for e in lineage if e.get("kind") == "model" and e.get("source") == "hub" and e.get("id")]
+
+
+def stages_of(lineage: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [e for e in lineage if e.get("kind") == kind]
+
+
+def hub_datasets(lineage: list[dict[str, Any]], recipe_dir: Path | None = None) -> list[str]:
+    """Dataset sources that name Hub datasets (``org/name``, not a local file)."""
+    out: list[str] = []
+    for stage in stages_of(lineage, "dataset"):
+        for source in (stage.get("options") or {}).get("sources") or []:
+            if not isinstance(source, dict):
+                continue
+            ident = source.get("hub") or source.get("repo_id") or source.get("path")
+            if not isinstance(ident, str) or not HUB_ID_RE.match(ident) or ident.endswith(DATA_FILE_SUFFIXES):
+                continue
+            if recipe_dir is not None and (recipe_dir / ident).exists():
+                continue
+            if ident not in out:
+                out.append(ident)
+    return out
+
+
+def card_metadata(
+    lineage: list[dict[str, Any]],
+    *,
+    model_name: str,
+    license: str | None = None,
+    extra_tags: list[str] = (),  # type: ignore[assignment]
+    recipe_dir: Path | None = None,
+) -> dict[str, Any]:
+    """The YAML front matter, in the Hub's conventions."""
+    meta: dict[str, Any] = {}
+    bases = list(dict.fromkeys(e["id"] for e in hub_models(lineage)))
+    merges = stages_of(lineage, "merge")
+    trains = stages_of(lineage, "train")
+    if bases:
+        meta["base_model"] = bases if len(bases) > 1 else bases[0]
+        if merges and not trains:
+            meta["base_model_relation"] = "merge"
+        elif trains and len(bases) == 1:
+            meta["base_model_relation"] = "finetune"
+    datasets = hub_datasets(lineage, recipe_dir)
+    if datasets:
+        meta["datasets"] = datasets
+    license = license or _inherited_license(lineage)
+    if license:
+        meta["license"] = license
+    meta["library_name"] = "transformers"
+    meta["pipeline_tag"] = "text-generation"
+    tags = ["sakura"]
+    if merges:
+        tags += ["merge", "mergekit"]
+        tags += [m for m in ((s.get("options") or {}).get("merge_method") for s in merges) if isinstance(m, str)]
+    for stage in trains:
+        options = stage.get("options") or {}
+        if options.get("trainer"):
+            tags.append(str(options["trainer"]))
+        tags.append("trl")
+        if options.get("lora"):
+            tags += ["lora", "peft"]
+    tags += list(extra_tags)
+    meta["tags"] = list(dict.fromkeys(tags))
+    index = _model_index(lineage, model_name)
+    if index:
+        meta["model-index"] = index
+    return meta
+
+
+def _inherited_license(lineage: list[dict[str, Any]]) -> str | None:
+    """The inputs' license when every Hub input that states one states the same one."""
+    found = {e.get("license") for e in hub_models(lineage) if e.get("license")}
+    return found.pop() if len(found) == 1 else None
+
+
+def _numeric(metrics: Any) -> dict[str, float]:
+    if not isinstance(metrics, dict):
+        return {}
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def _model_index(lineage: list[dict[str, Any]], model_name: str) -> list[dict[str, Any]]:
+    """model-index entries from evaluation stages (``kind = "eval"``)."""
+    results = []
+    for stage in stages_of(lineage, "eval"):
+        metrics = stage.get("metrics") or {}
+        per_task = metrics.get("results") if isinstance(metrics.get("results"), dict) else None
+        tasks = per_task or {stage.get("name", "eval"): metrics}
+        for task, values in tasks.items():
+            numbers = _numeric(values)
+            if not numbers:
+                continue
+            results.append(
+                {
+                    "task": {"type": "text-generation", "name": "Text Generation"},
+                    "dataset": {"name": str(task), "type": str(task)},
+                    "metrics": [{"type": k, "value": v, "name": k} for k, v in numbers.items()],
+                    "source": {"name": "sakura eval stage", "url": "https://github.com/sakura-recipes/sakura"},
+                }
+            )
+    return [{"name": model_name, "results": results}] if results else []
+
+
+# -- the body ----------------------------------------------------------------------------------------
+def render_card(
+    lineage: list[dict[str, Any]],
+    *,
+    model_name: str,
+    load_reference: str,
+    recipe_name: str,
+    recipe_file: str,
+    recipe_text: str,
+    fingerprint: str,
+    license: str | None = None,
+    extra_tags: list[str] = (),  # type: ignore[assignment]
+    description: str = "",
+    dataset_stats: dict[str, dict[str, Any]] | None = None,
+    recipe_dir: Path | None = None,
+) -> str:
+    import yaml
+
+    meta = card_metadata(lineage, model_name=model_name, license=license, extra_tags=extra_tags, recipe_dir=recipe_dir)
+    front = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=1000)
+    parts = [f"---\n{front}---\n", f"# {model_name}\n"]
+    intro = description.strip() + "\n\n" if description.strip() else ""
+    parts.append(
+        f"{intro}This model was built with [sakura](https://github.com/sakura-recipes/sakura) from the recipe "
+        f"`{recipe_file}` (`{recipe_name}`), included below and in this repository as `sakura-recipe.toml`. "
+        "Every step that produced it is listed here, oldest first; `sakura-lineage.json` holds the same "
+        "lineage in machine-readable form.\n"
+    )
+    parts.append(_sources_section(lineage))
+    for entry in lineage:
+        kind = entry.get("kind")
+        if kind == "merge":
+            parts.append(_merge_section(entry, lineage))
+        elif kind == "dataset":
+            parts.append(_dataset_section(entry, (dataset_stats or {}).get(entry.get("fingerprint", ""))))
+        elif kind == "train":
+            parts.append(_train_section(entry))
+        elif kind == "eval":
+            parts.append(_eval_section(entry))
+        elif kind not in ("model", None):
+            parts.append(_generic_section(entry))
+    parts.append(_load_section(load_reference))
+    parts.append(f"## Recipe\n\n```toml\n{recipe_text.rstrip()}\n```\n")
+    parts.append(f"Model artifact fingerprint: `{fingerprint}`.\n")
+    return "\n".join(p for p in parts if p)
+
+
+def _model_label(name: str, lineage: list[dict[str, Any]]) -> str:
+    for entry in lineage:
+        if entry.get("name") == name:
+            if entry.get("kind") == "model" and entry.get("source") == "hub" and entry.get("id"):
+                return f"[{entry['id']}](https://huggingface.co/{entry['id']})"
+            if entry.get("kind") != "model":
+                return f"stage `{name}`"
+    return f"`{name}`"
+
+
+def _sources_section(lineage: list[dict[str, Any]]) -> str:
+    rows = []
+    for entry in lineage:
+        if entry.get("kind") != "model":
+            continue
+        source = entry.get("source", "?")
+        if source == "hub":
+            what = f"[{entry.get('id')}](https://huggingface.co/{entry.get('id')}) at commit `{entry.get('sha', '?')}`"
+            if entry.get("revision") and entry.get("revision") != entry.get("sha"):
+                what += f" (revision `{entry['revision']}`)"
+        elif source == "tiny":
+            tiny = entry.get("tiny") or {}
+            what = "a tiny random test model (" + ", ".join(f"{k}={v}" for k, v in tiny.items()) + ")"
+        elif source == "local":
+            what = f"the local directory `{entry.get('path', '?')}`"
+        else:
+            what = f"source `{source}`"
+        rows.append(f"- `{entry.get('name')}`: {what}")
+    if not rows:
+        return ""
+    return "## Source models\n\n" + "\n".join(rows) + "\n"
+
+
+def _yaml_block(value: Any) -> str:
+    import yaml
+
+    return "```yaml\n" + yaml.safe_dump(value, sort_keys=False, allow_unicode=True, width=1000).rstrip() + "\n```\n"
+
+
+def _merge_section(entry: dict[str, Any], lineage: list[dict[str, Any]]) -> str:
+    options = dict(entry.get("options") or {})
+    method = options.get("merge_method", "?")
+    lines = [f"## Merge (stage `{entry.get('name')}`)\n", f"Merge method: **{method}** (mergekit semantics)."]
+    if options.get("base_model"):
+        lines.append(f"Base model: {_model_label(str(options['base_model']), lineage)}.")
+    inputs: list[str] = []
+    for model in options.get("models") or []:
+        name = model.get("model") if isinstance(model, dict) else model
+        if isinstance(name, str):
+            inputs.append(name)
+    for piece in options.get("slices") or []:
+        for source in (piece or {}).get("sources") or []:
+            if isinstance(source, dict) and isinstance(source.get("model"), str):
+                inputs.append(source["model"])
+    if inputs:
+        lines.append("Models merged: " + ", ".join(_model_label(n, lineage) for n in dict.fromkeys(inputs)) + ".")
+    numbers = _numeric(entry.get("metrics"))
+    if numbers:
+        lines.append("Merge metrics: " + ", ".join(f"{k} = {_fmt(v)}" for k, v in numbers.items()) + ".")
+    lines.append("\nConfiguration:\n")
+    lines.append(_yaml_block({k: v for k, v in options.items() if v not in (None, [], {})}))
+    return "\n".join(lines)
+
+
+def _dataset_section(entry: dict[str, Any], stats: dict[str, Any] | None) -> str:
+    options = entry.get("options") or {}
+    lines = [f"## Data (stage `{entry.get('name')}`)\n"]
+    sources = options.get("sources") or []
+    per_source = _per_source_rows(stats)
+    for i, source in enumerate(sources):
+        if not isinstance(source, dict):
+            continue
+        ident = source.get("path") or source.get("hub") or source.get("repo_id") or "?"
+        label = f"[{ident}](https://huggingface.co/datasets/{ident})" if HUB_ID_RE.match(str(ident)) and not str(ident).endswith(DATA_FILE_SUFFIXES) else f"`{ident}`"
+        rows = per_source.get(i)
+        extra = {k: v for k, v in source.items() if k not in ("path", "adapter", "hub", "repo_id")}
+        text = f"- {label} through the `{source.get('adapter', '?')}` adapter"
+        if rows is not None:
+            text += f": {rows:,} rows"
+        if extra:
+            text += " (" + ", ".join(f"{k} = {json.dumps(v)}" for k, v in extra.items()) + ")"
+        lines.append(text)
+    counts = _row_counts(entry.get("metrics"), stats)
+    if counts:
+        lines.append("\nRows: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()) + ".")
+    rest = {k: v for k, v in options.items() if k != "sources" and v not in (None, [], {})}
+    if rest:
+        lines.append("\nSettings: " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in rest.items()) + ".")
+    return "\n".join(lines) + "\n"
+
+
+def _per_source_rows(stats: dict[str, Any] | None) -> dict[int, int]:
+    out: dict[int, int] = {}
+    for i, source in enumerate((stats or {}).get("sources") or []):
+        if isinstance(source, dict):
+            for key in ("rows", "kept", "rows_kept", "num_rows"):
+                if isinstance(source.get(key), int):
+                    out[i] = source[key]
+                    break
+    return out
+
+
+def _row_counts(metrics: Any, stats: dict[str, Any] | None) -> dict[str, int]:
+    """Row counts from the stage's metrics, else from its stats.json (keys naming rows or splits)."""
+    counts: dict[str, int] = {}
+    for blob in (metrics or {}, stats or {}):
+        if not isinstance(blob, dict):
+            continue
+        for key, value in blob.items():
+            if isinstance(value, int) and not isinstance(value, bool) and ("row" in key or key in ("train", "test")):
+                counts.setdefault(key.replace("_", " "), value)
+        splits = blob.get("splits")
+        if isinstance(splits, dict):
+            for split, value in splits.items():
+                rows = value.get("rows") if isinstance(value, dict) else value
+                if isinstance(rows, int):
+                    counts.setdefault(f"{split} rows", rows)
+    return counts
+
+
+def _train_section(entry: dict[str, Any]) -> str:
+    options = entry.get("options") or {}
+    trainer = options.get("trainer", "?")
+    lines = [f"## Training (stage `{entry.get('name')}`)\n", f"Trainer: **{trainer}** (trl), on `{options.get('model', '?')}` with data `{options.get('dataset', '?')}`."]
+    lora = options.get("lora")
+    if lora:
+        lines.append("LoRA: " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in lora.items()) + " (merged into the weights).")
+    args = options.get("args") or {}
+    if args:
+        lines.append("\n| hyperparameter | value |\n|---|---|")
+        lines += [f"| {k} | {json.dumps(v)} |" for k, v in args.items()]
+    numbers = _numeric(entry.get("metrics"))
+    if numbers:
+        lines.append("\nFinal metrics:\n\n| metric | value |\n|---|---|")
+        lines += [f"| {k} | {_fmt(v)} |" for k, v in numbers.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _eval_section(entry: dict[str, Any]) -> str:
+    metrics = entry.get("metrics") or {}
+    per_task = metrics.get("results") if isinstance(metrics.get("results"), dict) else {entry.get("name"): metrics}
+    lines = [f"## Evaluation (stage `{entry.get('name')}`)\n", "| task | metric | value |", "|---|---|---|"]
+    for task, values in per_task.items():
+        for k, v in _numeric(values).items():
+            lines.append(f"| {task} | {k} | {_fmt(v)} |")
+    return "\n".join(lines) + "\n"
+
+
+def _generic_section(entry: dict[str, Any]) -> str:
+    lines = [f"## Stage `{entry.get('name')}` ({entry.get('kind')})\n"]
+    numbers = _numeric(entry.get("metrics"))
+    if numbers:
+        lines.append("Metrics: " + ", ".join(f"{k} = {_fmt(v)}" for k, v in numbers.items()) + ".")
+    return "\n".join(lines) + "\n"
+
+
+def _load_section(reference: str) -> str:
+    return (
+        "## How to load\n\n```python\n"
+        "from transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
+        f"model = AutoModelForCausalLM.from_pretrained({reference!r})\n"
+        f"tokenizer = AutoTokenizer.from_pretrained({reference!r})\n"
+        'messages = [{"role": "user", "content": "Hello!"}]\n'
+        "inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors=\"pt\", return_dict=True)\n"
+        "output = model.generate(**inputs, max_new_tokens=64)\n"
+        "print(tokenizer.decode(output[0][inputs[\"input_ids\"].shape[1]:], skip_special_tokens=True))\n"
+        "```\n"
+    )
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)

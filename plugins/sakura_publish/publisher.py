@@ -1,0 +1,83 @@
+"""The publisher contract: what a ``publish`` stage hands a publisher, and what it gets back.
+
+A publisher is registered with ``sakura_register_publishers(register)``: ``register("local", LocalPublisher())``.
+It has a pydantic ``Options`` model (its keys sit flat in the publish stage's table, beside ``publisher``
+and ``model``) and a ``publish(bundle, options, env)`` method that puts the bundle's files somewhere and
+returns a JSON-able record of where (path, repo url, commit). The publish stage owns everything else:
+choosing the model files, writing the model card, the lineage file and the recipe copy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from sakura_core.stage import CheckEnv, Options
+
+# Files of a model artifact that are published (everything else, e.g. the store manifest, stays home).
+CARD_FILE = "README.md"
+LINEAGE_FILE = "sakura-lineage.json"
+RECIPE_FILE = "sakura-recipe.toml"
+RECORD_FILE = "published.json"
+SKIPPED_FILES = {"sakura-artifact.json", CARD_FILE, LINEAGE_FILE, RECIPE_FILE, RECORD_FILE}
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+
+
+@dataclass
+class Bundle:
+    """The files to publish: ``files`` maps a path in the destination to a local file."""
+
+    name: str  # a short name for messages (the recipe's name)
+    fingerprint: str  # the fingerprint of the model artifact that is published
+    files: dict[str, Path]
+    commit_message: str
+    commit_description: str = ""
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.files.values())
+
+
+@dataclass
+class PublishEnv:
+    """What a publisher may use while publishing."""
+
+    recipe_dir: Path
+    log: Callable[[str], None] = print
+    progress: Callable[..., Any] | None = None  # ctx.progress(description, total, unit) when run as a stage
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Publisher:
+    """Base class of publishers (``local``, ``hub``, ...)."""
+
+    Options: ClassVar[type[Options]]
+
+    def check(self, options: Any, env: CheckEnv) -> None:
+        """Deeper checks before any work; raise ``OptionError(key, message)`` (key relative to the stage table)."""
+
+    def load_reference(self, options: Any, recipe_dir: Path) -> str:
+        """What to pass to ``from_pretrained`` to load the published model (shown in the card)."""
+        raise NotImplementedError
+
+    def publish(self, bundle: Bundle, options: Any, env: PublishEnv) -> dict[str, Any]:
+        """Publish ``bundle``; return where it went (``{"path": ...}`` or ``{"url", "commit", ...}``)."""
+        raise NotImplementedError
+
+
+def model_files(model_dir: Path) -> dict[str, Path]:
+    """The files of a model artifact to publish: weights, config, tokenizer, chat template.
+
+    Top-level files only (a train artifact's ``adapter/`` stays in the store); pickled weights are never
+    published; the store manifest and any previous card are replaced by the publish stage's own.
+    """
+    files = {}
+    for path in sorted(Path(model_dir).iterdir()):
+        if not path.is_file() or path.name in SKIPPED_FILES or path.name.startswith("."):
+            continue
+        if path.suffix in PICKLE_SUFFIXES or path.name.endswith(".part"):
+            continue
+        files[path.name] = path
+    return files

@@ -1,0 +1,238 @@
+"""The ``publish`` stage kind: a model artifact + a model card + its lineage, handed to a publisher.
+
+Recipe table: ``kind = "publish"``, ``publisher = "local" | "hub" | ...``, ``model = "<stage or model>"``,
+optional card settings (``license``, ``tags``, ``description``), then the publisher's own keys flat in the
+same table (``path`` for local; ``repo_id``, ``private``, ``revision``, ``create_pr`` for hub), validated
+by the publisher's own options model.
+
+The stage's artifact holds what was published besides the weights (README.md, sakura-lineage.json,
+sakura-recipe.toml) and ``published.json``: where it went (path, or repo url and commit).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import ConfigDict
+
+from sakura_core.errors import OptionError, PluginError, StageError, did_you_mean
+from sakura_core.recipe import validate_options
+from sakura_core.stage import CheckEnv, Options, StageContext, StageKind
+from sakura_publish.publisher import (
+    CARD_FILE,
+    LINEAGE_FILE,
+    RECIPE_FILE,
+    RECORD_FILE,
+    Bundle,
+    Publisher,
+    PublishEnv,
+    model_files,
+)
+
+LINEAGE_FORMAT = "sakura-lineage/1"
+
+
+class PublishOptions(Options):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    publisher: str
+    model: str
+    license: str | None = None  # SPDX-style id for the card; default: the inputs' license when they agree
+    tags: list[str] = []
+    description: str = ""  # a paragraph at the top of the card
+
+    def publisher_raw(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+STAGE_KEYS = ("kind", *PublishOptions.model_fields)
+
+
+def get_publisher(plugins: Any, name: str) -> Publisher:
+    return plugins.publishers.get(name)
+
+
+def publisher_options(publisher: Publisher, options: PublishOptions) -> Any:
+    raw = options.publisher_raw()
+    known = list(publisher.Options.model_fields)
+    for key in raw:
+        if key not in known:
+            raise OptionError(key, f"unknown option for publisher {options.publisher!r}{did_you_mean(key, known + list(STAGE_KEYS))}")
+    return validate_options(publisher.Options, raw)
+
+
+class PublishStage(StageKind):
+    Options = PublishOptions
+    produces = "publication"
+
+    def references(self, options: PublishOptions) -> dict[str, str]:
+        return {"model": options.model}
+
+    def check(self, options: PublishOptions, env: CheckEnv) -> None:
+        publishers = env.plugins.publishers
+        if options.publisher not in publishers:
+            known = ", ".join(publishers.names()) or "none"
+            raise OptionError(
+                "publisher",
+                f"unknown publisher {options.publisher!r}{did_you_mean(options.publisher, publishers.names())} (known: {known})",
+            )
+        publisher = get_publisher(env.plugins, options.publisher)
+        publisher.check(publisher_options(publisher, options), env)
+
+    def implementation_versions(self, options: PublishOptions, plugins: Any) -> dict[str, str]:
+        try:
+            entry = plugins.publishers.entry(options.publisher)
+        except PluginError:
+            return {}
+        return {entry.plugin.name: entry.plugin.version}
+
+    def run(self, ctx: StageContext) -> dict[str, Any]:
+        options: PublishOptions = ctx.options
+        publisher = get_publisher(ctx.plugins, options.publisher)
+        popts = publisher_options(publisher, options)
+        model = ctx.input(options.model)
+        lineage = list(ctx.lineage)
+        bundle = build_bundle(
+            model_dir=model.path,
+            model_name=model.name,
+            model_fingerprint=model.fingerprint,
+            lineage=lineage,
+            recipe_name=_recipe_name(ctx),
+            recipe_file=ctx.recipe_path.name,
+            recipe_text=ctx.recipe_text,
+            out_dir=ctx.output_dir,
+            load_reference=publisher.load_reference(popts, ctx.recipe_dir),
+            card_options=options,
+            store_root=ctx.output_dir.parent.parent,
+            recipe_dir=ctx.recipe_dir,
+        )
+        env = PublishEnv(recipe_dir=ctx.recipe_dir, log=ctx.log, progress=ctx.progress)
+        record = publisher.publish(bundle, popts, env)
+        record = {"publisher": options.publisher, "model": model.name, "model_fingerprint": model.fingerprint, **record}
+        (ctx.output_dir / RECORD_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+        return {"files": len(bundle.files), "bytes": bundle.total_bytes, **{k: v for k, v in record.items() if isinstance(v, (str, int, float, bool))}}
+
+
+def _recipe_name(ctx: StageContext) -> str:
+    try:
+        import tomllib
+    except ImportError:  # pragma: no cover
+        import tomli as tomllib  # type: ignore[no-redef]
+    try:
+        return str(tomllib.loads(ctx.recipe_text).get("name") or ctx.recipe_path.stem)
+    except Exception:  # noqa: BLE001 - the recipe was already validated; this is only a label
+        return ctx.recipe_path.stem
+
+
+def build_bundle(
+    *,
+    model_dir: Path,
+    model_name: str,
+    model_fingerprint: str,
+    lineage: list[dict[str, Any]],
+    recipe_name: str,
+    recipe_file: str,
+    recipe_text: str,
+    out_dir: Path,
+    load_reference: str,
+    card_options: Any = None,
+    store_root: Path | None = None,
+    recipe_dir: Path | None = None,
+) -> Bundle:
+    """Write the card, lineage file and recipe copy into ``out_dir``; return every file to publish."""
+    from sakura_core import __version__
+    from sakura_core.hashing import hash_file
+    from sakura_publish.card import render_card
+
+    check_model_artifact(model_dir)
+    files = model_files(model_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lineage_doc = {
+        "format": LINEAGE_FORMAT,
+        "sakura_version": __version__,
+        "recipe": {"name": recipe_name, "file": recipe_file},
+        "model": {"name": model_name, "fingerprint": model_fingerprint},
+        "files": {name: {"sha256": hash_file(path), "size": path.stat().st_size} for name, path in files.items()},
+        "lineage": lineage,
+    }
+    (out_dir / LINEAGE_FILE).write_text(json.dumps(lineage_doc, indent=2, sort_keys=True, default=str) + "\n")
+    (out_dir / RECIPE_FILE).write_text(recipe_text)
+    card = render_card(
+        lineage,
+        model_name=recipe_name,
+        load_reference=load_reference,
+        recipe_name=recipe_name,
+        recipe_file=recipe_file,
+        recipe_text=recipe_text,
+        fingerprint=model_fingerprint,
+        license=getattr(card_options, "license", None),
+        extra_tags=list(getattr(card_options, "tags", []) or []),
+        description=getattr(card_options, "description", "") or "",
+        dataset_stats=dataset_stats(store_root, lineage) if store_root else None,
+        recipe_dir=recipe_dir,
+    )
+    (out_dir / CARD_FILE).write_text(card)
+    for name in (CARD_FILE, LINEAGE_FILE, RECIPE_FILE):
+        files[name] = out_dir / name
+    return Bundle(
+        name=recipe_name,
+        fingerprint=model_fingerprint,
+        files=dict(sorted(files.items())),
+        commit_message=f"sakura: publish {recipe_name} ({model_fingerprint[:12]})",
+        commit_description=(
+            f"Published by sakura from recipe {recipe_file} ({recipe_name}).\n"
+            f"Model artifact: {model_name}, fingerprint {model_fingerprint}."
+        ),
+    )
+
+
+def check_model_artifact(model_dir: Path) -> None:
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise StageError(f"{model_dir} is not a directory")
+    if not (model_dir / "config.json").is_file():
+        raise StageError(f"{model_dir} has no config.json: not a model artifact")
+    if not any(model_dir.glob("*.safetensors")):
+        raise StageError(f"{model_dir} has no *.safetensors weights: nothing to publish")
+
+
+def dataset_stats(store_root: Path, lineage: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``{fingerprint: stats.json}`` of the dataset stages in the lineage, read from the store."""
+    out = {}
+    for entry in lineage:
+        if entry.get("kind") != "dataset" or not entry.get("fingerprint"):
+            continue
+        path = Path(store_root) / "artifacts" / entry["fingerprint"] / "stats.json"
+        try:
+            out[entry["fingerprint"]] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def artifact_lineage(artifact_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(manifest, lineage including the artifact itself) of a store artifact, for ``sakura push``."""
+    from sakura_core.store import MANIFEST
+
+    path = Path(artifact_dir) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}, []
+    lineage = list(manifest.get("lineage") or [])
+    if manifest.get("stage"):
+        lineage.append(
+            {
+                "name": manifest.get("stage"),
+                "kind": manifest.get("kind"),
+                "plugin": manifest.get("plugin"),
+                "options": manifest.get("options"),
+                "metrics": manifest.get("metrics"),
+                "fingerprint": manifest.get("fingerprint"),
+            }
+        )
+    elif manifest.get("kind") == "model":
+        lineage.append({"name": manifest.get("source", "model"), **manifest})
+    return manifest, lineage

@@ -1,0 +1,171 @@
+"""The ``publish`` stage kind, the ``local`` publisher and the model card, run through the engine."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sakura_core.engine import Engine
+from sakura_core.errors import RecipeError
+from sakura_core.recipe import load_recipe
+
+RECIPE = """\
+name = "tiny-publish"
+[models]
+base = "tiny:llama?seed=3"
+[stages.publish]
+kind = "publish"
+publisher = "local"
+model = "base"
+{extra}
+"""
+
+
+def write_recipe(tmp_path: Path, extra: str = 'path = "dist/tiny"') -> Path:
+    path = tmp_path / "recipe.toml"
+    path.write_text(RECIPE.format(extra=extra))
+    return path
+
+
+def run(recipe: Path):
+    result = Engine(load_recipe(recipe)).run()
+    return result
+
+
+def test_local_publish_copies_a_loadable_model_with_card_and_lineage(tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    recipe = write_recipe(tmp_path, 'path = "dist/tiny"\nlicense = "apache-2.0"\ntags = ["demo"]')
+    result = run(recipe)
+    assert result.ok, result.error
+    outcome = result.outcome("publish")
+    target = tmp_path / "dist" / "tiny"
+    record = json.loads((outcome.artifact / "published.json").read_text())
+    assert record["path"] == str(target) and record["publisher"] == "local"
+    assert outcome.metrics["path"] == str(target)
+
+    names = sorted(p.name for p in target.iterdir())
+    assert "model.safetensors" in names and "config.json" in names and "tokenizer.json" in names
+    assert "sakura-artifact.json" not in names
+    assert {"README.md", "sakura-lineage.json", "sakura-recipe.toml"} <= set(names)
+    assert not [p for p in tmp_path.joinpath("dist").iterdir() if p.name.startswith(".")], "temporary folder left"
+
+    card = (target / "README.md").read_text()
+    front = _front_matter(card)
+    assert front["license"] == "apache-2.0" and front["library_name"] == "transformers"
+    assert front["tags"] == ["sakura", "demo"]
+    assert "## Recipe" in card and 'model = "base"' in card and "## How to load" in card
+    lineage = json.loads((target / "sakura-lineage.json").read_text())
+    assert lineage["format"] == "sakura-lineage/1"
+    assert lineage["lineage"][0]["source"] == "tiny" and lineage["model"]["name"] == "base"
+    assert lineage["files"]["model.safetensors"]["size"] == (target / "model.safetensors").stat().st_size
+    assert (target / "sakura-recipe.toml").read_text() == recipe.read_text()
+
+    source = result.plan.sources["base"]
+    source_dir = Engine(load_recipe(recipe)).store.artifact_path(source.fingerprint)
+    ids = torch.tensor([[1, 5, 9, 42, 7]])
+    with torch.no_grad():
+        want = AutoModelForCausalLM.from_pretrained(source_dir)(ids).logits
+        got = AutoModelForCausalLM.from_pretrained(target)(ids).logits
+    assert torch.equal(want, got)
+    tokenizer = AutoTokenizer.from_pretrained(target)
+    text = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
+    assert text == "### User:\nhi\n\n### Assistant:\n"
+
+    # Unchanged: cached, the folder untouched; a forced re-run replaces it whole.
+    before = (target / "model.safetensors").stat().st_mtime_ns
+    again = run(recipe)
+    assert again.outcome("publish").status == "cached"
+    assert (target / "model.safetensors").stat().st_mtime_ns == before
+    forced = Engine(load_recipe(recipe)).run(force=["publish"])
+    assert forced.ok and sorted(p.name for p in target.iterdir()) == names
+
+
+def test_local_publish_refuses_a_foreign_folder_and_leaves_it_alone(tmp_path):
+    target = tmp_path / "dist" / "tiny"
+    target.mkdir(parents=True)
+    (target / "notes.txt").write_text("mine")
+    result = run(write_recipe(tmp_path))
+    assert not result.ok
+    message = str(result.error)
+    assert "\n" not in message and "non-empty folder that sakura did not write" in message
+    assert [p.name for p in target.iterdir()] == ["notes.txt"]
+    assert [p.name for p in target.parent.iterdir()] == ["tiny"]
+    store = Engine(load_recipe(write_recipe(tmp_path))).store
+    assert all(a.manifest.get("kind") != "publish" for a in store.list())
+
+
+@pytest.mark.parametrize(
+    "extra, key, words",
+    [
+        ('pth = "dist/x"', "stages.publish.pth", "unknown option for publisher 'local' (did you mean path?)"),
+        ('path = "d"\nlicence = "mit"', "stages.publish.licence", "(did you mean license?)"),
+        ("", "stages.publish.path", "missing required option"),
+        ('path = 3', "stages.publish.path", "valid string"),
+    ],
+)
+def test_publisher_options_are_validated_by_the_publisher(tmp_path, extra, key, words):
+    with pytest.raises(RecipeError) as info:
+        load_recipe(write_recipe(tmp_path, extra))
+    message = str(info.value)
+    assert message.startswith(f"recipe.toml: {key}: ") and words in message
+
+
+def test_unknown_publisher_suggests_the_closest(tmp_path):
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(RECIPE.format(extra='path = "d"').replace('publisher = "local"', 'publisher = "locl"'))
+    with pytest.raises(RecipeError, match=r"stages\.publish\.publisher: unknown publisher 'locl' \(did you mean local\?\)"):
+        load_recipe(recipe)
+
+
+def _front_matter(card: str) -> dict:
+    import yaml
+
+    assert card.startswith("---\n")
+    return yaml.safe_load(card.split("---\n", 2)[1])
+
+
+def test_card_tells_the_whole_lineage():
+    from sakura_publish.card import render_card
+
+    lineage = [
+        {"name": "solar", "kind": "model", "source": "hub", "id": "upstage/SOLAR-10.7B-Instruct-v1.0",
+         "revision": "main", "sha": "a" * 40, "license": "cc-by-nc-4.0", "fingerprint": "f1"},
+        {"name": "sauerkraut", "kind": "model", "source": "hub", "id": "VAGOsolutions/SauerkrautLM-SOLAR-Instruct",
+         "revision": "main", "sha": "b" * 40, "license": "cc-by-nc-4.0", "fingerprint": "f2"},
+        {"name": "merge", "kind": "merge", "fingerprint": "f3", "metrics": {"seconds_per_tensor": 0.5},
+         "options": {"merge_method": "slerp", "base_model": "solar",
+                     "slices": [{"sources": [{"model": "sauerkraut", "layer_range": [0, 48]},
+                                             {"model": "solar", "layer_range": [0, 48]}]}],
+                     "parameters": {"t": [{"filter": "self_attn", "value": [0, 0.5, 0.3, 0.7, 1]}, {"value": 0.5}]},
+                     "dtype": "float16"}},
+        {"name": "data", "kind": "dataset", "fingerprint": "f4", "metrics": {"train_rows": 15277, "test_rows": 100},
+         "options": {"sources": [{"adapter": "orca", "path": "Intel/orca_dpo_pairs"},
+                                 {"adapter": "math", "path": "data/math.jsonl"}]}},
+        {"name": "dpo", "kind": "train", "fingerprint": "f5", "metrics": {"train_loss": 0.6931, "rewards_accuracy": 0.75},
+         "options": {"trainer": "dpo", "model": "merge", "dataset": "data",
+                     "lora": {"r": 16, "alpha": 16}, "args": {"learning_rate": 5e-7, "beta": 0.1}}},
+        {"name": "eval", "kind": "eval", "fingerprint": "f6", "metrics": {"results": {"gsm8k": {"acc": 0.6391}}}},
+    ]
+    card = render_card(lineage, model_name="Sakura-SOLRCA", load_reference="me/Sakura-SOLRCA",
+                       recipe_name="Sakura-SOLRCA", recipe_file="solrca.toml", recipe_text='name = "x"\n',
+                       fingerprint="f5",
+                       dataset_stats={"f4": {"sources": [{"rows": 12859}, {"rows": 2418}]}})
+    front = _front_matter(card)
+    assert front["base_model"] == ["upstage/SOLAR-10.7B-Instruct-v1.0", "VAGOsolutions/SauerkrautLM-SOLAR-Instruct"]
+    assert front["datasets"] == ["Intel/orca_dpo_pairs"]
+    assert front["license"] == "cc-by-nc-4.0"
+    assert {"sakura", "merge", "mergekit", "slerp", "dpo", "trl", "lora"} <= set(front["tags"])
+    result = front["model-index"][0]["results"][0]
+    assert front["model-index"][0]["name"] == "Sakura-SOLRCA"
+    assert result["dataset"]["name"] == "gsm8k" and result["metrics"][0] == {"type": "acc", "value": 0.6391, "name": "acc"}
+    body = card.split("---\n", 2)[2]
+    assert "Merge method: **slerp**" in body and "layer_range" in body and "filter: self_attn" in body
+    assert "12,859 rows" in body and "2,418 rows" in body and "train rows 15,277" in body
+    assert "| learning_rate | 5e-07 |" in body and "| rewards_accuracy | 0.75 |" in body
+    assert "| gsm8k | acc | 0.6391 |" in body
+    assert f"commit `{'a' * 40}`" in body
+    assert "from_pretrained('me/Sakura-SOLRCA')" in body
