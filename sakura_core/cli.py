@@ -19,10 +19,23 @@ def _fail(error: SakuraError) -> None:
     sys.exit(error.exit_code)
 
 
+_PLUGINS = None
+
+
+def _plugins():
+    """The process's one plugin manager (built-ins and entry points), created on first use."""
+    global _PLUGINS
+    if _PLUGINS is None:
+        from sakura_core.plugins import Plugins
+
+        _PLUGINS = Plugins()
+    return _PLUGINS
+
+
 def _load(recipe_path: str, overrides: tuple[str, ...] = (), store: str | None = None):
     from sakura_core.recipe import load_recipe
 
-    return load_recipe(recipe_path, list(overrides), store=store)
+    return load_recipe(recipe_path, list(overrides), plugins=_plugins(), store=store)
 
 
 def _reporter(stages: list[tuple[str, str]], quiet: bool):
@@ -143,9 +156,7 @@ def validate(recipe: str, overrides) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def plugins(as_json: bool) -> None:
     """List every plugin, its version, its hooks and what it registers."""
-    from sakura_core.plugins import Plugins
-
-    described = Plugins().describe()
+    described = _plugins().describe()
     if as_json:
         click.echo(json.dumps(described, indent=2))
         return
@@ -209,9 +220,7 @@ def _store_root(recipe: str | None, store: str | None):
 
 
 def _add_plugin_commands() -> None:
-    from sakura_core.plugins import Plugins
-
-    Plugins().pm.hook.sakura_register_commands(cli=cli)
+    _plugins().pm.hook.sakura_register_commands(cli=cli)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,59 @@
+"""Wall time of the light CLI commands against `python -c "import torch"`, measured in the same run.
+
+Target (issue 2): each at most 0.15x of the torch import. Usage: python bench/cli_startup.py [--repeat 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+TARGET = 0.15
+
+
+def wall(cmd: list[str], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeat", type=int, default=10)
+    args = parser.parse_args()
+    sakura = [sys.executable, "-m", "sakura_core"]
+    commands = {
+        "sakura --help": sakura + ["--help"],
+        "sakura plugins": sakura + ["plugins"],
+        "sakura validate recipes/tiny.toml": sakura + ["validate", str(REPO / "recipes" / "tiny.toml")],
+    }
+    wall([sys.executable, "-c", "import torch"], 1)  # warm the page cache before timing anything
+    torch_s = wall([sys.executable, "-c", "import torch"], args.repeat)
+    rows = []
+    for name, cmd in commands.items():
+        seconds = wall(cmd, args.repeat)
+        rows.append({"command": name, "seconds": round(seconds, 3), "ratio_to_torch_import": round(seconds / torch_s, 3)})
+    baseline = wall([sys.executable, "-c", "pass"], args.repeat)
+    print(f"python -c 'import torch': {torch_s:.3f} s (median of {args.repeat}); bare interpreter: {baseline:.3f} s")
+    print(f"{'command':40} {'seconds':>8} {'x torch':>8}  target <= {TARGET}")
+    for row in rows:
+        ok = "ok" if row["ratio_to_torch_import"] <= TARGET else "MISS"
+        print(f"{row['command']:40} {row['seconds']:8.3f} {row['ratio_to_torch_import']:8.3f}  {ok}")
+    out = REPO / "bench" / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "cli_startup.json").write_text(
+        json.dumps({"torch_import_s": round(torch_s, 3), "python_s": round(baseline, 3), "rows": rows}, indent=2)
+    )
+
+
+if __name__ == "__main__":
+    main()
