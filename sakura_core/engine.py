@@ -125,6 +125,7 @@ class Engine:
                 reporter=self.reporter,
                 fingerprint=node.fingerprint,
                 lineage=_lineage(inputs),
+                store=self.store,
             )
             metrics = stage.kind.run(ctx) or {}
             seconds = time.monotonic() - started
