@@ -117,3 +117,104 @@ def _base_path(result) -> Path:
     store = result.recipe.store_dir
     fp = result.plan.sources["base"].fingerprint
     return store / "artifacts" / fp
+
+
+def _count_reference_passes(monkeypatch) -> list[int]:
+    """Counts reference forwards: with LoRA, trl runs each one (precomputed or live) inside
+    ``use_adapter(model, None)``, which disables the adapter. The wrapper calls the real context manager."""
+    import trl.trainer.dpo_trainer as dpo
+
+    calls: list[int] = []
+    real = dpo.use_adapter
+
+    def counted(model, adapter_name):
+        calls.append(1)
+        return real(model, adapter_name)
+
+    monkeypatch.setattr(dpo, "use_adapter", counted)
+    return calls
+
+
+TWO_DPO = DPO + '''
+[stages.dpo_ipo]
+kind = "train"
+trainer = "dpo"
+model = "base"
+dataset = "data"
+lora = { r = 8, alpha = 16, dropout = 0.0, target_modules = ["q_proj", "v_proj"] }
+args = { learning_rate = 5e-4, beta = 0.2, loss_type = ["ipo"], per_device_train_batch_size = 2, max_steps = 2, max_length = 128, seed = 3 }
+'''
+
+
+def test_reference_cache_is_computed_once_and_reused(tmp_path, monkeypatch):
+    calls = _count_reference_passes(monkeypatch)
+    path = write_recipe(tmp_path, TWO_DPO)
+    first = run(path)
+    assert first.ok, first.error
+    dpo, ipo = first.outcome("dpo").metrics, first.outcome("dpo_ipo").metrics
+    # The first DPO stage ran the reference over the 8 rows once; the second stage (other LoRA, loss, beta,
+    # learning rate) reused the stored log-probs with no reference forward at all.
+    assert len(calls) == 4  # 8 rows in batches of 2, once
+    assert dpo["ref_forward_splits"] == ["train"] and not dpo["ref_cache_hit"]
+    assert ipo["ref_cache_hit"] and ipo["ref_forward_splits"] == [] and ipo["ref_cache"] == dpo["ref_cache"]
+    cache_dir = first.recipe.store_dir / "artifacts" / dpo["ref_cache"]
+    assert json.loads((cache_dir / "sakura-artifact.json").read_text())["kind"] == "ref-logprobs"
+
+    # A re-run with other hyperparameters: no reference pass, and the same first loss as a run that
+    # computed the reference live during training (ref_cache = false).
+    calls.clear()
+    again = run(path, ["stages.dpo.args.learning_rate=2e-3"], only=["data", "dpo"])
+    assert again.ok, again.error
+    assert calls == [] and again.outcome("dpo").metrics["ref_cache_hit"]
+    live = run(path, ["stages.dpo.ref_cache=false"], only=["data", "dpo"])
+    assert live.ok, live.error
+    assert calls, "without the cache trl computes the reference during training"
+    cached_first = first.outcome("dpo").metrics["log"][0]
+    live_first = live.outcome("dpo").metrics["log"][0]
+    assert cached_first["loss"] == pytest.approx(live_first["loss"], rel=1e-4, abs=1e-6)
+    assert cached_first["rewards/margins"] == pytest.approx(live_first["rewards/margins"], rel=1e-3, abs=1e-6)
+
+    # Another tokenization setting is another cache entry.
+    calls.clear()
+    other = run(path, ["stages.dpo.args.max_length=100"], only=["data", "dpo"])
+    assert other.ok and not other.outcome("dpo").metrics["ref_cache_hit"] and calls
+
+
+def test_killed_training_resumes_from_last_checkpoint(tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    from sakura_trl.run import SakuraCallback
+
+    body = DPO.replace("max_steps = 3", "max_steps = 4, save_steps = 1")
+    path = write_recipe(tmp_path, body)
+    real = SakuraCallback.on_step_end
+
+    def crash_after_two(self, args, state, control, **kw):
+        real(self, args, state, control, **kw)
+        if state.global_step == 2:
+            raise RuntimeError("simulated crash at step 2")
+
+    monkeypatch.setattr(SakuraCallback, "on_step_end", crash_after_two)
+    crashed = run(path)
+    assert not crashed.ok and "simulated crash" in str(crashed.error)
+    fp = crashed.plan.stages["dpo"].fingerprint
+    store = crashed.recipe.store_dir
+    assert not (store / "artifacts" / fp).exists()  # nothing half-written
+    assert (store / "work" / fp / "checkpoints" / "checkpoint-1").is_dir()
+
+    monkeypatch.setattr(SakuraCallback, "on_step_end", real)
+    resumed = run(path)
+    assert resumed.ok, resumed.error
+    m = resumed.outcome("dpo").metrics
+    assert m["resumed_from_step"] == 1 and m["steps"] == 4
+    assert [entry["step"] for entry in m["log"]] == [2, 3, 4]  # steps 2..4 trained in the second run
+    assert not (store / "work" / fp).exists()  # work area dropped once the artifact is complete
+
+    # Same result as a run that was never interrupted.
+    (tmp_path / "straight").mkdir()
+    straight = run(write_recipe(tmp_path / "straight", body))
+    assert straight.ok, straight.error
+    a = load_file(str(resumed.outcome("dpo").artifact / "adapter" / "adapter_model.safetensors"))
+    b = load_file(str(straight.outcome("dpo").artifact / "adapter" / "adapter_model.safetensors"))
+    for key in a:
+        assert a[key].allclose(b[key], atol=1e-5), key

@@ -19,7 +19,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 class Report:
-    """Where a training run reports to: the stage context in-process, stdout lines under a launcher."""
+    """Where a training run reports to: the stage context (``worker.WorkerReport`` under a launcher)."""
 
     def __init__(self, ctx: StageContext | None = None):
         self.ctx = ctx
@@ -41,14 +41,10 @@ class Report:
     def metric(self, **values: Any) -> None:
         if self.ctx is not None:
             self.ctx.metric(**values)
-        else:
-            print("SAKURA_METRIC " + json.dumps(values), flush=True)
 
     def log(self, message: str) -> None:
         if self.ctx is not None:
             self.ctx.log(message)
-        else:
-            print("SAKURA_LOG " + message, flush=True)
 
 
 def run_stage(ctx: StageContext) -> dict[str, Any]:
@@ -66,6 +62,7 @@ def run_stage(ctx: StageContext) -> dict[str, Any]:
         "work_dir": str(ctx.work_dir),
         "store_root": str(Path(ctx.work_dir).parent.parent),
         "recipe_dir": str(ctx.recipe_dir),
+        "plugin_files": [info.origin[5:] for info in ctx.plugins.infos.values() if info.origin.startswith("file ")],
     }
     if options.launcher is not None and (options.launcher.num_processes > 1 or options.launcher.config_file):
         from sakura_trl.launch import run_launched
@@ -106,7 +103,7 @@ def train(spec: dict[str, Any], trainer_def: Any, report: Report, extra_callback
     if trainer_def.preference:
         kwargs["ref_model"] = None
     try:
-        with oom_guard(options):
+        with oom_guard(options), _reference_hash(cache):
             trainer = trainer_cls(**kwargs)
             _quiet(trainer)
             check_max_lengths(trainer, options)
@@ -131,6 +128,28 @@ def train(spec: dict[str, Any], trainer_def: Any, report: Report, extra_callback
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return metrics
+
+
+class _reference_hash:
+    """trl hashes every reference weight to name its own datasets cache file; sakura's cache key already
+    identifies the reference (the input model's fingerprint), so use it and skip a pass over the weights."""
+
+    def __init__(self, cache: Any):
+        self.cache = cache
+        self.saved = None
+
+    def __enter__(self) -> None:
+        if self.cache is not None:
+            import trl.trainer.dpo_trainer as dpo
+
+            self.saved = dpo.hash_module
+            dpo.hash_module = lambda module: self.cache.key
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.saved is not None:
+            import trl.trainer.dpo_trainer as dpo
+
+            dpo.hash_module = self.saved
 
 
 def _quiet(trainer: Any) -> None:
@@ -198,7 +217,11 @@ def build_config(trainer_def: Any, options: Any, output_dir: Path, has_eval: boo
     config_cls = getattr(trl, trainer_def.config_class)
     values = dict(trainer_def.defaults)
     # bf16 mixed precision where the hardware runs it natively; trl's default turns it on for CPU too.
-    values["bf16"] = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    cuda = torch.cuda.is_available()
+    values["bf16"] = bool(cuda and torch.cuda.is_bf16_supported())
+    values["dataloader_pin_memory"] = cuda
+    if not cuda:
+        values["use_cpu"] = True  # also makes accelerate run DDP on CPU (gloo) under a launcher
     values.update(options.args)
     # transformers 5 renamed gradient_checkpointing*; a recipe may use either name.
     for old, new in (("gradient_checkpointing", "activation_checkpointing"),
