@@ -1,0 +1,220 @@
+"""Dataset adapters: one source schema -> sakura's canonical conversational rows.
+
+An adapter declares the columns it needs (so a schema mismatch fails before any work) and maps one source
+row to the canonical format trl consumes:
+
+* preference rows: ``prompt`` = messages (optional system, then user), ``chosen`` / ``rejected`` = one
+  assistant message each;
+* SFT rows: ``messages`` = the whole conversation.
+
+A new adapter is a subclass registered from a plugin's ``sakura_register_dataset_adapters`` hook::
+
+    class MyAdapter(Adapter):
+        columns = ("instruction", "good", "bad")
+        def convert(self, row, options):
+            return preference(row["instruction"], row["good"], row["bad"])
+
+This module is imported by ``sakura validate``: it must stay cheap (pydantic only, no datasets).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
+
+from sakura_core.stage import Options
+
+
+class Skip(Exception):
+    """Raised by ``Adapter.convert`` to drop a row; the message is the reason counted in stats.json."""
+
+
+class NoOptions(Options):
+    pass
+
+
+class Adapter:
+    """Base class of dataset adapters.
+
+    ``format`` is ``"preference"`` or ``"sft"``; ``columns`` the columns every row must have (override
+    ``required_columns`` when they depend on options or on the source); ``optional_columns`` are read when
+    present. Null or empty required fields are dropped (and counted) before ``convert`` is called.
+    ``Options`` validates the adapter's own keys, written flat in the source table.
+    """
+
+    format: ClassVar[str] = "preference"
+    columns: ClassVar[tuple[str, ...]] = ()
+    optional_columns: ClassVar[tuple[str, ...]] = ()
+    Options: ClassVar[type[Options]] = NoOptions
+    version: ClassVar[str] = "1"  # bump when the output for the same input changes (part of fingerprints)
+    description: ClassVar[str] = ""
+
+    def required_columns(self, options: Any, found: list[str]) -> list[str]:
+        return list(self.columns)
+
+    def optional(self, options: Any) -> list[str]:
+        return list(self.optional_columns)
+
+    def convert(self, row: dict[str, Any], options: Any) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+def _text(value: Any) -> str:
+    return value.strip() if isinstance(value, str) else ("" if value is None else str(value).strip())
+
+
+def preference(user: Any, chosen: Any, rejected: Any, system: Any = None) -> dict[str, Any]:
+    """A canonical preference row from plain strings (an empty ``system`` is left out)."""
+    prompt = []
+    system_text = _text(system)
+    if system_text:
+        prompt.append({"role": "system", "content": system_text})
+    prompt.append({"role": "user", "content": _text(user)})
+    return {
+        "prompt": prompt,
+        "chosen": [{"role": "assistant", "content": _text(chosen)}],
+        "rejected": [{"role": "assistant", "content": _text(rejected)}],
+    }
+
+
+# -- built-ins --------------------------------------------------------------------------------------
+class OrcaAdapter(Adapter):
+    """Intel/orca_dpo_pairs: system, question, chosen, rejected (``rejected`` starts with a space)."""
+
+    description = "Intel/orca_dpo_pairs layout: system (optional), question, chosen, rejected"
+    columns = ("question", "chosen", "rejected")
+    optional_columns = ("system",)
+
+    def convert(self, row: dict[str, Any], options: Any) -> dict[str, Any]:
+        return preference(row["question"], row["chosen"], row["rejected"], row.get("system"))
+
+
+class MathOptions(Options):
+    min_rating_margin: float | None = Field(None, ge=0)  # keep rows with chosen_rating - rejected_rating >= this
+
+
+class MathAdapter(Adapter):
+    """argilla/distilabel-math-preference-dpo: instruction, chosen_response, rejected_response (+ ratings)."""
+
+    description = "argilla/distilabel-math-preference-dpo layout, optional min_rating_margin"
+    Options = MathOptions
+    columns = ("instruction", "chosen_response", "rejected_response")
+
+    def required_columns(self, options: MathOptions, found: list[str]) -> list[str]:
+        cols = list(self.columns)
+        if options.min_rating_margin is not None:
+            cols += ["chosen_rating", "rejected_rating"]
+        return cols
+
+    def convert(self, row: dict[str, Any], options: MathOptions) -> dict[str, Any]:
+        if options.min_rating_margin is not None:
+            margin = float(row["chosen_rating"]) - float(row["rejected_rating"])
+            if margin < options.min_rating_margin:
+                raise Skip(f"rating margin below {options.min_rating_margin:g}")
+        return preference(row["instruction"], row["chosen_response"], row["rejected_response"])
+
+
+class ToxicAdapter(Adapter):
+    """unalignment/toxic-dpo-v0.1: prompt, chosen, rejected (an ``id`` column may exist and is ignored)."""
+
+    description = "unalignment/toxic-dpo-v0.1 layout: prompt, chosen, rejected"
+    columns = ("prompt", "chosen", "rejected")
+
+    def convert(self, row: dict[str, Any], options: Any) -> dict[str, Any]:
+        return preference(row["prompt"], row["chosen"], row["rejected"])
+
+
+class ColumnsOptions(Options):
+    prompt: str = "prompt"
+    chosen: str = "chosen"
+    rejected: str = "rejected"
+    system: str | None = None  # a column holding the system message, if any
+
+
+def _messages_or_text(value: Any, role: str) -> list[dict[str, str]]:
+    if isinstance(value, list):  # already a message list (trl's conversational format)
+        return [{"role": str(m.get("role", role)), "content": _text(m.get("content"))} for m in value]
+    return [{"role": role, "content": _text(value)}]
+
+
+class ColumnsAdapter(Adapter):
+    """Any preference layout: name the prompt / chosen / rejected (/ system) columns yourself.
+
+    A column may hold plain strings or message lists ({"role", "content"}).
+    """
+
+    description = "your own columns: prompt, chosen, rejected, system = column names"
+    Options = ColumnsOptions
+
+    def required_columns(self, options: ColumnsOptions, found: list[str]) -> list[str]:
+        return [options.prompt, options.chosen, options.rejected]
+
+    def optional(self, options: ColumnsOptions) -> list[str]:
+        return [options.system] if options.system else []
+
+    def convert(self, row: dict[str, Any], options: ColumnsOptions) -> dict[str, Any]:
+        prompt = _messages_or_text(row[options.prompt], "user")
+        if options.system and _text(row.get(options.system)):
+            prompt = [{"role": "system", "content": _text(row[options.system])}] + prompt
+        return {
+            "prompt": prompt,
+            "chosen": _messages_or_text(row[options.chosen], "assistant"),
+            "rejected": _messages_or_text(row[options.rejected], "assistant"),
+        }
+
+
+ROLE_NAMES = {
+    "system": "system", "user": "user", "human": "user", "prompter": "user",
+    "assistant": "assistant", "gpt": "assistant", "bot": "assistant", "model": "assistant",
+}
+
+
+class MessagesOptions(Options):
+    column: str | None = None  # default: "messages", else "conversations"
+    system: str | None = None  # a column holding a system message to put first, if any
+
+
+class MessagesAdapter(Adapter):
+    """SFT chat data: a ``messages`` ({"role","content"}) or ShareGPT ``conversations`` ({"from","value"}) column."""
+
+    description = "SFT chat data: messages [{role, content}] or conversations [{from, value}]"
+    format = "sft"
+    Options = MessagesOptions
+
+    def required_columns(self, options: MessagesOptions, found: list[str]) -> list[str]:
+        if options.column:
+            return [options.column]
+        return ["conversations"] if "conversations" in found and "messages" not in found else ["messages"]
+
+    def optional(self, options: MessagesOptions) -> list[str]:
+        return [options.system] if options.system else []
+
+    def convert(self, row: dict[str, Any], options: MessagesOptions) -> dict[str, Any]:
+        column = options.column or ("messages" if "messages" in row else "conversations")
+        messages = []
+        if options.system and _text(row.get(options.system)):
+            messages.append({"role": "system", "content": _text(row[options.system])})
+        for turn in row[column]:
+            if not isinstance(turn, dict):
+                raise Skip("malformed message")
+            role = turn.get("role", turn.get("from"))
+            content = turn.get("content", turn.get("value"))
+            mapped = ROLE_NAMES.get(str(role).lower()) if role is not None else None
+            if mapped is None:
+                raise Skip(f"unknown role {role!r}")
+            messages.append({"role": mapped, "content": _text(content)})
+        if not any(m["role"] == "assistant" for m in messages):
+            raise Skip("no assistant message")
+        return {"messages": messages}
+
+
+BUILTIN_ADAPTERS: dict[str, Adapter] = {
+    "orca": OrcaAdapter(),
+    "math": MathAdapter(),
+    "toxic": ToxicAdapter(),
+    "columns": ColumnsAdapter(),
+    "messages": MessagesAdapter(),
+}
+
+Format = Literal["preference", "sft"]

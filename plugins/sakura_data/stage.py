@@ -1,0 +1,111 @@
+"""The ``dataset`` stage kind: checks a recipe's dataset table without importing ``datasets``."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from sakura_core.errors import OptionError, PluginError, did_you_mean
+from sakura_core.recipe import validate_options
+from sakura_core.stage import CheckEnv, StageContext, StageKind
+
+from sakura_data.options import FILE_FORMATS, SOURCE_FIELDS, DatasetOptions, SourceOptions
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def locate(source: SourceOptions, recipe_dir: Path) -> tuple[str, Path | None]:
+    """``("local", path)`` for an existing file or directory, ``("hub", None)`` for a Hub id, else ``("missing", path)``."""
+    path = Path(source.path).expanduser()
+    full = path if path.is_absolute() else (recipe_dir / path)
+    if full.exists():
+        return "local", full.resolve()
+    looks_local = source.path.startswith((".", "/", "~")) or Path(source.path).suffix.lower() in FILE_FORMATS
+    if not looks_local and HUB_ID.match(source.path):
+        return "hub", None
+    return "missing", full
+
+
+class DatasetStage(StageKind):
+    Options = DatasetOptions
+    produces = "dataset"
+
+    def references(self, options: DatasetOptions) -> dict[str, str]:
+        return {"tokenizer": options.tokenizer} if options.tokenizer else {}
+
+    def check(self, options: DatasetOptions, env: CheckEnv) -> None:
+        formats = set()
+        for i, source in enumerate(options.sources):
+            key = f"sources[{i}]"
+            try:
+                adapter = env.plugins.dataset_adapters.get(source.adapter)
+            except PluginError as exc:
+                raise OptionError(f"{key}.adapter", str(exc)) from None
+            extra = source.adapter_options()
+            allowed = list(adapter.Options.model_fields)
+            for name in extra:
+                if name not in allowed:
+                    hint = did_you_mean(name, [*SOURCE_FIELDS, *allowed])
+                    known = ", ".join(allowed) if allowed else "none"
+                    raise OptionError(
+                        f"{key}.{name}", f"unknown option{hint} (adapter {source.adapter} options: {known})"
+                    )
+            validate_options(adapter.Options, extra, key)
+            formats.add(adapter.format)
+            if source.format is not None and source.format not in set(FILE_FORMATS.values()):
+                raise OptionError(f"{key}.format", f"unknown file format {source.format!r} (json, parquet, csv)")
+            where, path = locate(source, env.recipe_dir)
+            if where == "missing":
+                raise OptionError(f"{key}.path", f"no such file or directory: {path}")
+            if where == "local" and path.is_file() and source.format is None and path.suffix.lower() not in FILE_FORMATS:
+                raise OptionError(
+                    f"{key}.path", f"cannot tell the format of {path.name}: use .jsonl/.json/.parquet/.csv or set format"
+                )
+        if len(formats) > 1:
+            raise OptionError("sources", "cannot mix preference adapters and SFT adapters in one dataset stage")
+
+    def external_inputs(self, options: DatasetOptions, recipe_dir: Path) -> dict[str, Any]:
+        from sakura_core.hashing import hash_path
+
+        found: dict[str, Any] = {}
+        for i, source in enumerate(options.sources):
+            where, path = locate(source, recipe_dir)
+            if where == "local":
+                found[f"sources[{i}]"] = {"content": hash_path(path)}
+            elif where == "hub":
+                found[f"sources[{i}]"] = {"hub": source.path, "revision": resolve_hub_revision(source)}
+        return found
+
+    def implementation_versions(self, options: DatasetOptions, plugins: Any) -> dict[str, str]:
+        versions = {}
+        for source in options.sources:
+            entry = plugins.dataset_adapters.entry(source.adapter)
+            versions[f"adapter:{source.adapter}"] = (
+                f"{entry.plugin.name}@{entry.plugin.version}/{getattr(entry.implementation, 'version', '1')}"
+            )
+        return versions
+
+    def run(self, ctx: StageContext) -> dict[str, Any]:
+        from sakura_data.build import build_dataset
+
+        return build_dataset(ctx)
+
+
+def resolve_hub_revision(source: SourceOptions) -> str | None:
+    """The commit a Hub dataset revision points to now (so a new upstream commit re-runs the stage).
+
+    Offline, or when the Hub cannot be reached, the revision as written is used.
+    """
+    import os
+
+    if source.revision and re.fullmatch(r"[0-9a-f]{40}", source.revision):
+        return source.revision
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return source.revision
+    try:
+        from huggingface_hub import HfApi
+
+        return HfApi().dataset_info(source.path, revision=source.revision, timeout=10).sha or source.revision
+    except Exception:  # noqa: BLE001 - no network / unknown repo: the run itself reports it clearly
+        return source.revision
