@@ -1,0 +1,150 @@
+"""The ``hub`` publisher: one commit to a Hugging Face Hub model repo with the weights, config,
+tokenizer, model card, recipe and lineage file.
+
+Keys in the publish stage's table: ``repo_id`` (namespace/name), ``private`` (for a repo it creates; an
+existing repo keeps its visibility), ``revision`` (a branch, created from main when missing) or
+``create_pr`` (open a pull request instead of committing to main), ``retries`` and ``retry_wait`` for
+transient errors. The token comes from ``HF_TOKEN`` or the huggingface login and is never written anywhere.
+Publishing an unchanged artifact makes no commit (the Hub's preupload reports every file unchanged).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from pydantic import Field
+
+from sakura_core.errors import OptionError, StageError
+from sakura_core.stage import CheckEnv, Options
+from sakura_hub.ids import repo_id_problem
+from sakura_publish.publisher import Bundle, Publisher, PublishEnv
+
+# Weight files sakura owns in a repo it publishes to: stale ones (another shard count) are deleted.
+OWNED_SUFFIXES = (".safetensors", ".safetensors.index.json")
+TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
+
+
+class HubOptions(Options):
+    repo_id: str
+    private: bool | None = None  # None: the Hub's default for a new repo; an existing repo is left as it is
+    revision: str | None = None  # a branch to commit to (created from main when missing)
+    create_pr: bool = False  # open a pull request with the commit instead of committing to the branch
+    retries: int = Field(3, ge=1, le=20)  # attempts for transient errors (connection lost, 5xx, 429)
+    retry_wait: float = Field(2.0, ge=0, le=300)  # seconds before the first retry; doubles each time
+
+
+class HubPublisher(Publisher):
+    Options = HubOptions
+
+    def check(self, options: HubOptions, env: CheckEnv | None = None) -> None:
+        problem = repo_id_problem(options.repo_id, need_namespace=True)
+        if problem:
+            raise OptionError("repo_id", problem)
+        if options.create_pr and options.revision not in (None, "main"):
+            raise OptionError("create_pr", "a pull request is opened against main: set create_pr or revision, not both")
+
+    def load_reference(self, options: HubOptions, recipe_dir: Any) -> str:
+        return options.repo_id
+
+    def publish(self, bundle: Bundle, options: HubOptions, env: PublishEnv) -> dict[str, Any]:
+        from huggingface_hub import constants, get_token
+
+        self.check(options)
+        token = get_token()
+        if not token:
+            raise StageError(
+                f"no Hugging Face token to publish {options.repo_id}: set HF_TOKEN or run `hf auth login`"
+            )
+        endpoint = constants.ENDPOINT
+        attempt, wait = 0, options.retry_wait
+        while True:
+            attempt += 1
+            try:
+                return self._publish_once(bundle, options, env, token)
+            except Exception as exc:  # noqa: BLE001 - sorted into transient / refused / other below
+                status = _status(exc)
+                if status in (401, 403):
+                    raise StageError(
+                        f"the Hub at {endpoint} refused the token for {options.repo_id} (HTTP {status}): "
+                        f"it needs write access to {options.repo_id.split('/')[0]}"
+                    ) from None
+                if not _transient(exc, status) or attempt >= options.retries:
+                    what = _describe(exc, status, token)
+                    tail = f" after {attempt} attempts" if attempt > 1 else ""
+                    raise StageError(
+                        f"could not publish to {endpoint}/{options.repo_id}{tail}: {what}; nothing was committed, "
+                        "run again to finish (uploaded files are not sent twice)"
+                    ) from None
+                env.log(f"transient error ({_describe(exc, status, token)}); retrying in {wait:g}s ({attempt}/{options.retries})")
+                time.sleep(wait)
+                wait *= 2
+
+    def _publish_once(self, bundle: Bundle, options: HubOptions, env: PublishEnv, token: str) -> dict[str, Any]:
+        from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
+
+        api = HfApi(token=token)
+        repo_url = api.create_repo(options.repo_id, private=options.private, exist_ok=True, repo_type="model")
+        branch = options.revision or "main"
+        if options.revision and options.revision != "main":
+            api.create_branch(options.repo_id, branch=options.revision, exist_ok=True)
+        before = api.repo_info(options.repo_id, revision=branch).sha
+        remote = set(api.list_repo_files(options.repo_id, revision=branch))
+        operations: list[Any] = [
+            CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path)) for name, path in bundle.files.items()
+        ]
+        stale = sorted(p for p in remote if p.endswith(OWNED_SUFFIXES) and "/" not in p and p not in bundle.files)
+        operations += [CommitOperationDelete(path_in_repo=p) for p in stale]
+        env.log(f"uploading {len(bundle.files)} files ({bundle.total_bytes / 2**20:.1f} MiB) to {options.repo_id}@{branch}")
+        info = api.create_commit(
+            options.repo_id,
+            operations,
+            commit_message=bundle.commit_message,
+            commit_description=bundle.commit_description,
+            revision=None if options.create_pr else options.revision,
+            create_pr=options.create_pr,
+        )
+        changed = bool(info.pr_url) or info.oid != before
+        env.log(("committed " if changed else "unchanged: already at ") + f"{info.oid} on {options.repo_id}")
+        record = {
+            "repo_id": options.repo_id,
+            "url": str(repo_url),
+            "revision": info.pr_revision or branch,
+            "commit": info.oid,
+            "commit_url": info.commit_url,
+            "changed": changed,
+        }
+        if info.pr_url:
+            record["pr_url"] = info.pr_url
+        return record
+
+
+def _status(exc: BaseException) -> int | None:
+    response = getattr(exc, "response", None)
+    return getattr(response, "status_code", None) if response is not None else None
+
+
+def _transient(exc: BaseException, status: int | None) -> bool:
+    if status is not None:
+        return status in TRANSIENT_STATUS
+    try:
+        import httpx2 as httpx
+    except ImportError:  # pragma: no cover - older huggingface_hub
+        import httpx  # type: ignore[no-redef]
+    return isinstance(exc, (httpx.TransportError, ConnectionError, TimeoutError))
+
+
+def _describe(exc: BaseException, status: int | None, token: str) -> str:
+    if status is not None:
+        server = ""
+        try:
+            server = exc.response.json().get("error", "")  # type: ignore[attr-defined]
+        except Exception:  # noqa: BLE001
+            pass
+        text = f"HTTP {status}" + (f" ({server})" if server else "")
+    else:
+        lines = str(exc).strip().splitlines()
+        text = f"{type(exc).__name__}" + (f": {lines[0]}" if lines else "")
+        if "connection" not in text.lower() and "Protocol" in type(exc).__name__:
+            text = "connection lost: " + text
+    return text.replace(token, "***")

@@ -1,0 +1,141 @@
+"""The ``hub`` model source: ``org/name``, ``org/name@revision`` or ``{ source = "hub", id = ..., revision = ... }``.
+
+``fingerprint`` resolves the revision to its commit sha with one metadata call (no download); offline
+(``HF_HUB_OFFLINE=1``) it reads the sha from the local Hugging Face cache, and without a cached copy it is a
+clear error. ``materialize`` downloads only safetensors weights, config and tokenizer files (pickled
+weights only with ``allow_pickle = true``). ``HF_ENDPOINT``, ``HF_HOME`` and ``HF_TOKEN`` are honoured.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sakura_core.errors import OptionError, StageError
+from sakura_core.hashing import hash_json
+from sakura_core.stage import ModelSource, Options, SourceEnv
+from sakura_hub.ids import SHA_RE, repo_id_problem
+
+SAFE_PATTERNS = [
+    "*.safetensors", "*.safetensors.index.json", "config.json", "generation_config.json",
+    "tokenizer*", "special_tokens_map.json", "added_tokens.json", "chat_template.*", "*.jinja",
+    "vocab.*", "merges.txt", "*.model", "*.tiktoken", "preprocessor_config.json", "LICENSE*", "README.md",
+]
+PICKLE_PATTERNS = ["*.bin", "*.bin.index.json", "*.pt", "*.pth"]
+
+
+class HubSourceOptions(Options):
+    id: str
+    revision: str = "main"
+    allow_pickle: bool = False  # pickled weights (.bin) can run code when loaded: opt in explicitly
+
+
+class HubSource(ModelSource):
+    Options = HubSourceOptions
+
+    def parse(self, text: str) -> dict[str, Any]:
+        repo_id, _, revision = text.partition("@")
+        problem = repo_id_problem(repo_id)
+        if problem:
+            raise OptionError(None, f"{problem} (models are 'org/name[@revision]', 'tiny:...', or a local path './dir')")
+        return {"id": repo_id, **({"revision": revision} if revision else {})}
+
+    def fingerprint(self, options: HubSourceOptions, env: SourceEnv) -> tuple[str, dict[str, Any]]:
+        problem = repo_id_problem(options.id)
+        if problem:
+            raise StageError(problem)
+        sha, extra = resolve_revision(options.id, options.revision, options.allow_pickle)
+        lineage = {"id": options.id, "revision": options.revision, "sha": sha, **extra}
+        material = {"hub": options.id, "sha": sha, "allow_pickle": options.allow_pickle}
+        return hash_json(material), lineage
+
+    def materialize(self, options: HubSourceOptions, env: SourceEnv, fingerprint: str) -> Path:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub import constants
+        from sakura_models.local import check_model_dir
+
+        sha, _ = resolve_revision(options.id, options.revision, options.allow_pickle)
+        patterns = SAFE_PATTERNS + (PICKLE_PATTERNS if options.allow_pickle else [])
+        try:
+            with env.reporter.task(f"downloading {options.id}@{sha[:10]} from {constants.ENDPOINT}"):
+                path = Path(snapshot_download(options.id, revision=sha, allow_patterns=patterns))
+        except Exception as exc:  # noqa: BLE001 - every failure here is one line for the user
+            raise StageError(f"could not download model {options.id}@{sha[:10]}: {_short(exc)}") from None
+        check_model_dir(path, options.allow_pickle)
+        return path
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+_RESOLVED: dict[tuple[str, str, bool, str], tuple[str, dict[str, Any]]] = {}
+
+
+def resolve_revision(repo_id: str, revision: str, allow_pickle: bool) -> tuple[str, dict[str, Any]]:
+    """(commit sha, extra lineage such as the license) of ``repo_id`` at ``revision``, once per process."""
+    from huggingface_hub import constants
+
+    key = (repo_id, revision, allow_pickle, constants.ENDPOINT)
+    if key not in _RESOLVED:
+        _RESOLVED[key] = _resolve_revision(repo_id, revision, allow_pickle)
+    return _RESOLVED[key]
+
+
+def _resolve_revision(repo_id: str, revision: str, allow_pickle: bool) -> tuple[str, dict[str, Any]]:
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+
+    label = f"{repo_id}@{revision}"
+    if SHA_RE.match(revision):
+        return revision, {}
+    if constants.HF_HUB_OFFLINE:
+        return _cached_sha(repo_id, revision, why="HF_HUB_OFFLINE is set"), {}
+    try:
+        info = HfApi().model_info(repo_id, revision=revision)
+    except RevisionNotFoundError:
+        raise StageError(f"model {repo_id} has no revision {revision!r} on {constants.ENDPOINT}") from None
+    except RepositoryNotFoundError:
+        raise StageError(
+            f"model {repo_id} not found on {constants.ENDPOINT} (or it is private or gated and the token cannot read it)"
+        ) from None
+    except HfHubHTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else "?"
+        if status in (401, 403):
+            raise StageError(f"the Hub at {constants.ENDPOINT} refused the token for model {repo_id} (HTTP {status})") from None
+        return _cached_sha(repo_id, revision, why=f"the Hub answered HTTP {status}"), {}
+    except Exception as exc:  # noqa: BLE001 - connection errors: use the cache if there is one
+        return _cached_sha(repo_id, revision, why=f"the Hub at {constants.ENDPOINT} is unreachable ({_short(exc)})"), {}
+    files = [s.rfilename for s in info.siblings or []]
+    if files and not any(f.endswith(".safetensors") for f in files):
+        pickled = [f for f in files if f.endswith((".bin", ".pt", ".pth"))]
+        if pickled and not allow_pickle:
+            raise StageError(
+                f"model {label} has only pickled weights ({pickled[0]}); they can run code when loaded. "
+                "Use a safetensors revision, or set allow_pickle = true for this model"
+            )
+        if not pickled:
+            raise StageError(f"model {label} has no weights (*.safetensors)")
+    extra: dict[str, Any] = {}
+    card = info.card_data
+    license = getattr(card, "license", None) if card is not None else None
+    if isinstance(license, str) and license:
+        extra["license"] = license
+    return str(info.sha), extra
+
+
+def _cached_sha(repo_id: str, revision: str, why: str) -> str:
+    from huggingface_hub import constants
+
+    ref = Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}" / "refs" / revision
+    try:
+        sha = ref.read_text().strip()
+    except OSError:
+        sha = ""
+    if not SHA_RE.match(sha) or not (ref.parent.parent / "snapshots" / sha).is_dir():
+        raise StageError(
+            f"model {repo_id}@{revision} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and {why}; "
+            "download it once online, or pin the revision to a cached commit"
+        )
+    return sha
