@@ -1,1 +1,25 @@
-from sakura_core import hookimpl  # noqa: F401
+"""Built-in plugin sakura_merge: the ``merge`` stage kind, the merge methods and ``sakura merge``."""
+
+from sakura_core import hookimpl
+
+
+@hookimpl
+def sakura_register_stage_kinds(register):
+    from sakura_merge.stage import MergeStage
+
+    register("merge", MergeStage())
+
+
+@hookimpl
+def sakura_register_merge_methods(register):
+    from sakura_merge.methods import builtin_methods
+
+    for name, method in builtin_methods().items():
+        register(name, method)
+
+
+@hookimpl
+def sakura_register_commands(cli):
+    from sakura_merge.cli import add_merge_command
+
+    add_merge_command(cli)
