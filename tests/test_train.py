@@ -218,3 +218,63 @@ def test_killed_training_resumes_from_last_checkpoint(tmp_path, monkeypatch):
     b = load_file(str(straight.outcome("dpo").artifact / "adapter" / "adapter_model.safetensors"))
     for key in a:
         assert a[key].allclose(b[key], atol=1e-5), key
+
+
+def test_max_lengths_reach_the_trainer(tmp_path):
+    from sakura_trl.options import TrainOptions
+    from sakura_trl.run import build_config
+    from sakura_trl.trainers import DPO as DPO_TRAINER
+    from sakura_trl.trainers import SFT as SFT_TRAINER
+
+    opts = TrainOptions(model="m", dataset="d", args={"max_length": 77, "truncation_mode": "keep_start"})
+    assert build_config(DPO_TRAINER, opts, tmp_path, False).max_length == 77
+    assert build_config(SFT_TRAINER, opts, tmp_path, False).max_length == 77
+
+    # Through the engine: every step's sequences are cut to max_length (2 pairs x 2 sequences x 60 tokens).
+    long = run(write_recipe(tmp_path, DPO), ["stages.dpo.args.max_length=60"])
+    assert long.ok, long.error
+    log = long.outcome("dpo").metrics["log"]
+    per_step = [b["num_tokens"] - a["num_tokens"] for a, b in zip([{"num_tokens": 0}] + log, log)]
+    assert max(per_step) <= 2 * 2 * 60
+    full = run(write_recipe(tmp_path, DPO), ["stages.dpo.args.max_length=128"], only=["data", "dpo"])
+    assert full.outcome("dpo").metrics["tokens"] > long.outcome("dpo").metrics["tokens"]
+
+
+SFT = '''
+[stages.sft]
+kind = "train"
+trainer = "sft"
+model = "base"
+dataset = "data"
+lora = { r = 4, alpha = 8, dropout = 0.0 }
+args = { learning_rate = 1e-3, per_device_train_batch_size = 2, max_steps = 2, max_length = 96, assistant_only_loss = false }
+'''
+
+
+def test_sft_lora_through_engine(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    path = write_recipe(tmp_path, SFT.replace("[stages.sft]", 'shape = "sft"\n[stages.sft]'))
+    result = run(path)
+    assert result.ok, result.error
+    out = result.outcome("sft")
+    assert out.metrics["steps"] == 2 and out.metrics["loss"] > 0 and "ref_cache" not in out.metrics
+    assert (out.artifact / "adapter" / "adapter_model.safetensors").is_file()
+    AutoModelForCausalLM.from_pretrained(out.artifact)
+
+
+def test_launcher_runs_ddp_with_two_cpu_processes(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CPU DDP check")
+    body = DPO.replace("max_steps = 3", "max_steps = 2") + "launcher = { num_processes = 2 }\n"
+    result = run(write_recipe(tmp_path, body))
+    assert result.ok, result.error
+    m = result.outcome("dpo").metrics
+    assert m["num_processes"] == 2 and m["distributed_type"] == "MULTI_CPU"
+    assert m["steps"] == 2 and m["ref_forward_splits"] == ["train"]
+    assert (result.outcome("dpo").artifact / "adapter" / "adapter_config.json").is_file()
+    # The reference cache written by the 2-process run serves a single-process run.
+    single = run(write_recipe(tmp_path, DPO.replace("max_steps = 3", "max_steps = 1")))
+    assert single.ok and single.outcome("dpo").metrics["ref_cache_hit"]

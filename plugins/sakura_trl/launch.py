@@ -47,9 +47,11 @@ def run_launched(ctx: StageContext, spec: dict[str, Any]) -> dict[str, Any]:
     env["TOKENIZERS_PARALLELISM"] = "false"
     cmd = launch_command(spec_path, launcher, ctx.recipe_dir)
     ctx.log(f"launching {launcher.num_processes} process(es): accelerate launch ... -m sakura_trl.worker")
-    tail: deque[str] = deque(maxlen=40)
+    tail: deque[str] = deque(maxlen=400)
     task = None
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as proc:
+    log = work / "launch.log"
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as proc, \
+            open(log, "w") as log_file:
         assert proc.stdout is not None
         for line in proc.stdout:
             if line.startswith(EVENT):
@@ -68,6 +70,7 @@ def run_launched(ctx: StageContext, spec: dict[str, Any]) -> dict[str, Any]:
                     ctx.log(event["message"])
             else:
                 tail.append(line.rstrip())
+                log_file.write(line)
         code = proc.wait()
     if task is not None:
         task.__exit__(None, None, None)
@@ -75,8 +78,17 @@ def run_launched(ctx: StageContext, spec: dict[str, Any]) -> dict[str, Any]:
     if result.get("error"):
         raise StageError(result["error"])
     if code != 0 or "metrics" not in result:
-        last = next((t for t in reversed(tail) if t.strip()), "no output")
-        log = work / "launch.log"
-        log.write_text("\n".join(tail) + "\n")
+        last = _first_error(tail)
         raise StageError(f"launched training failed (exit code {code}): {last} (last output in {log})")
     return result["metrics"]
+
+
+def _first_error(lines: Any) -> str:
+    """The first exception line of a worker (``SomeError: message``), else the last non-empty line."""
+    import re
+
+    for line in lines:
+        line = re.sub(r"^\[rank\d+\]:\s*", "", line.strip())
+        if re.match(r"^[\w.]*(Error|Exception)\b.*:", line) and "ChildFailedError" not in line:
+            return line
+    return next((t.strip() for t in reversed(lines) if t.strip()), "no output")

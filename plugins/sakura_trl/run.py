@@ -57,6 +57,7 @@ def run_stage(ctx: StageContext) -> dict[str, Any]:
         "model_path": str(model_in.path),
         "model_fingerprint": model_in.fingerprint,
         "dataset_path": str(data_in.path),
+        "dataset_copy": str(working_copy(data_in.path, ctx.work_dir)),
         "dataset_fingerprint": data_in.fingerprint,
         "output_dir": str(ctx.output_dir),
         "work_dir": str(ctx.work_dir),
@@ -82,7 +83,7 @@ def train(spec: dict[str, Any], trainer_def: Any, report: Report, extra_callback
     output_dir = Path(spec["output_dir"])
     work_dir = Path(spec["work_dir"])
     tokenizer = load_tokenizer(Path(spec["model_path"]), options.chat_template)
-    train_ds, eval_ds = load_splits(Path(spec["dataset_path"]), options, trainer_def)
+    train_ds, eval_ds = load_splits(Path(spec["dataset_copy"]), options, trainer_def)
     args = build_config(trainer_def, options, work_dir / "checkpoints", eval_ds is not None)
     model = load_model(Path(spec["model_path"]), options, args)
     peft_config = lora_config(options)
@@ -176,14 +177,26 @@ def load_tokenizer(model_path: Path, chat_template: str | None) -> Any:
     return tokenizer
 
 
-def load_splits(dataset_path: Path, options: Any, trainer_def: Any) -> tuple[Any, Any]:
+def working_copy(dataset_artifact: Path, work_dir: Path) -> Path:
+    """A copy of the dataset in the stage's work area: trl's map() writes its cache files beside the data,
+    and they must never land inside another stage's artifact. The copy is shared by every process of a
+    launch and survives a crash, so a resumed run reuses the tokenized rows."""
+    source = dataset_artifact / "dataset"
+    if not source.is_dir():
+        raise StageError(f"input {dataset_artifact.name} is not a dataset artifact (no dataset/ folder)")
+    target = work_dir / "dataset"
+    if not target.is_dir():
+        partial = work_dir / "dataset.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(source, partial)
+        os.rename(partial, target)
+    return target
+
+
+def load_splits(where: Path, options: Any, trainer_def: Any) -> tuple[Any, Any]:
     import datasets
 
-    where = dataset_path / "dataset"
-    if not where.is_dir():
-        raise StageError(f"input {options.dataset} is not a dataset artifact (no dataset/ folder in {dataset_path})")
-    # In memory: trl's map() cache files then go to a temp dir, never into the dataset artifact.
-    data = datasets.load_from_disk(str(where), keep_in_memory=True)
+    data = datasets.load_from_disk(str(where))
     if not isinstance(data, datasets.DatasetDict):
         data = datasets.DatasetDict({"train": data})
     if options.train_split not in data:
@@ -287,12 +300,12 @@ def trainer_class(trainer_def: Any, cache: Any) -> type:
     class SakuraTrainer(base):  # type: ignore[misc, valid-type]
         """trl's trainer, plus: one clear line for unusable data, and the reference cache (DPO)."""
 
-        def _prepare_dataset(self, dataset: Any, *args: Any, **kwargs: Any) -> Any:
-            out = super()._prepare_dataset(dataset, *args, **kwargs)
+        def _prepare_dataset(self, dataset: Any, processing_class: Any, args: Any, *rest: Any, **kwargs: Any) -> Any:
+            out = super()._prepare_dataset(dataset, processing_class, args, *rest, **kwargs)
             if hasattr(out, "__len__") and len(out) == 0 and len(dataset) > 0:
                 raise StageError(
                     f"every row was dropped while tokenizing: the prompts are longer than args.max_length "
-                    f"({self.args.max_length}); raise max_length or shorten the prompts"
+                    f"({args.max_length}); raise max_length or shorten the prompts"
                 )
             return out
 

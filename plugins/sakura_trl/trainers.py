@@ -66,7 +66,8 @@ class Trainer:
                 )
             kinds = fields[name]
             if not any(_KIND_CHECKS[k](value) for k in kinds):
-                wanted = " or ".join(_WORDS.get(k, k) for k in kinds)
+                shown = [k for k in kinds if not (k == "int" and "float" in kinds)]
+                wanted = " or ".join(_WORDS.get(k, k) for k in shown)
                 raise OptionError(path, f"must be {wanted} (got {value!r})")
         lr = args.get("learning_rate")
         if lr is not None and lr <= 0:

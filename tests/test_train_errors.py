@@ -1,0 +1,137 @@
+"""Train stage: recipe checks without torch/trl, the trl config snapshot, and every bad input as one line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sakura_core.errors import RecipeError, StageError
+from sakura_core.recipe import load_recipe
+
+from test_train import DPO, run, write_recipe
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("stages.dpo.args.learnin_rate=1e-5", "stages.dpo.args.learnin_rate: unknown option for trl's DPOConfig (did you mean learning_rate?)"),
+        ("stages.dpo.args.learning_rate=0", "stages.dpo.args.learning_rate: must be positive (got 0)"),
+        ("stages.dpo.args.learning_rate=-1e-5", "stages.dpo.args.learning_rate: must be positive (got -1e-05)"),
+        ("stages.dpo.args.beta=\"high\"", "stages.dpo.args.beta: must be a number (got 'high')"),
+        ("stages.dpo.args.per_device_train_batch_size=0", "stages.dpo.args.per_device_train_batch_size: must be positive"),
+        ("stages.dpo.args.output_dir=\"x\"", "stages.dpo.args.output_dir: set by sakura"),
+        ("stages.dpo.trainer=\"dop\"", "stages.dpo.trainer: unknown trainer 'dop' (did you mean dpo?)"),
+        ("stages.dpo.lora.rank=4", "stages.dpo.lora.rank: unknown option"),
+        ("stages.dpo.launcher.config_file=\"nope.yaml\"", "stages.dpo.launcher.config_file: file not found"),
+    ],
+)
+def test_bad_options_are_rejected_at_validate_time(tmp_path, override, message):
+    path = write_recipe(tmp_path, DPO)
+    with pytest.raises(RecipeError) as err:
+        load_recipe(path, [override])
+    assert message in str(err.value)
+    assert str(err.value).startswith("r.toml: ")
+    assert "\n" not in str(err.value)
+
+
+def test_sft_args_are_checked_against_sftconfig(tmp_path):
+    body = DPO.replace('trainer = "dpo"', 'trainer = "sft"').replace("beta = 0.1, ", "")
+    path = write_recipe(tmp_path, body)
+    load_recipe(path)  # max_length, learning_rate... exist in SFTConfig
+    with pytest.raises(RecipeError, match=r"args.beta: unknown option for trl's SFTConfig"):
+        load_recipe(path, ["stages.dpo.args.beta=0.1"])
+    with pytest.raises(RecipeError, match=r"args.packing: must be a boolean"):
+        load_recipe(path, ["stages.dpo.args.packing=3"])
+
+
+def test_validate_imports_no_torch_or_trl(tmp_path):
+    path = write_recipe(tmp_path, DPO)
+    code = (
+        "import sys; from sakura_core.recipe import load_recipe; "
+        f"load_recipe({str(path)!r}, ['stages.dpo.args.loss_type=[\"robust\"]']); "
+        "heavy = [m for m in ('torch', 'trl', 'transformers', 'peft', 'datasets') if m in sys.modules]; "
+        "print(heavy); sys.exit(1 if heavy else 0)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_config_snapshot_matches_installed_trl():
+    from sakura_trl.snapshot import build_snapshot, load_snapshot
+
+    assert load_snapshot() == json.loads(json.dumps(build_snapshot())), (
+        "trl changed: regenerate with python -m sakura_trl.snapshot"
+    )
+
+
+def _assert_failed_cleanly(result, stage: str, needle: str):
+    assert not result.ok
+    message = str(result.error)
+    assert needle in message, message
+    assert "\n" not in message and "Traceback" not in message and "traceback in" not in message
+    store = result.recipe.store_dir
+    assert result.outcome("data").artifact.is_dir()  # the earlier artifact is intact
+    assert not (store / "artifacts" / result.plan.stages[stage].fingerprint).exists()
+    assert not list((store / "tmp").glob("*")) if (store / "tmp").exists() else True
+
+
+def test_dataset_without_needed_columns(tmp_path):
+    path = write_recipe(tmp_path, DPO.replace("[stages.dpo]", 'shape = "no_rejected"\n[stages.dpo]'))
+    result = run(path)
+    _assert_failed_cleanly(result, "dpo", "lacks column(s) rejected that trainer dpo needs")
+
+
+def test_model_without_chat_template(tmp_path):
+    path = write_recipe(tmp_path, DPO)
+    text = path.read_text().replace('base = "tiny:', 'base = { source = "tiny", chat_template = "" }\nold = "tiny:')
+    path.write_text(text)
+    result = run(path)
+    _assert_failed_cleanly(result, "dpo", "has no chat template: set chat_template in the train stage")
+
+
+def test_prompts_longer_than_max_length(tmp_path):
+    result = run(write_recipe(tmp_path, DPO), ["stages.dpo.args.max_length=8"])
+    _assert_failed_cleanly(result, "dpo", "prompts are longer than args.max_length (8)")
+
+
+def test_cli_prints_one_line_and_exits_nonzero(tmp_path):
+    path = write_recipe(tmp_path, DPO.replace("[stages.dpo]", 'shape = "sft"\n[stages.dpo]'))
+    done = subprocess.run(
+        [sys.executable, "-m", "sakura_core.cli", "run", str(path)], capture_output=True, text=True, timeout=300,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 1
+    errors = [line for line in (done.stdout + done.stderr).splitlines() if "lacks column" in line]
+    assert len(errors) == 1 and "prompt, chosen, rejected" in errors[0], done.stdout + done.stderr
+
+
+def test_out_of_memory_says_which_settings_to_change():
+    import torch
+
+    from sakura_trl.options import TrainOptions
+    from sakura_trl.run import oom_guard
+
+    options = TrainOptions(model="m", dataset="d", args={"per_device_train_batch_size": 16})
+    with pytest.raises(StageError) as err:
+        with oom_guard(options):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    message = str(err.value)
+    assert message.startswith("out of GPU memory: lower args.per_device_train_batch_size (now 16)")
+    assert "activation_checkpointing = true" in message and "lora" in message
+
+
+@pytest.mark.skipif(sys.platform == "darwin", reason="CPU-only check")
+def test_qlora_without_cuda_is_a_clear_error(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: QLoRA can run")
+    path = write_recipe(tmp_path, DPO.replace("dropout = 0.0,", 'dropout = 0.0, quantize = "4bit",'))
+    result = run(path)
+    _assert_failed_cleanly(result, "dpo", 'lora.quantize = "4bit" (QLoRA) needs a CUDA GPU')
