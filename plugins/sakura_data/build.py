@@ -7,9 +7,12 @@ indices are held in memory, so peak memory does not grow with the number of rows
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,13 +64,35 @@ def load_source(source: SourceOptions, i: int, recipe_dir: Path, cache_dir: Path
     if fmt is None:
         raise StageError(f"{label}: cannot tell the format of {path.name} (set format = json / parquet / csv)")
     try:
-        return datasets.load_dataset(fmt, data_files=str(path), split="train", cache_dir=str(cache_dir))
+        with quiet_datasets_errors():  # its ERROR log line duplicates the one-line error raised below
+            return datasets.load_dataset(fmt, data_files=str(path), split="train", cache_dir=str(cache_dir))
     except Exception as exc:  # noqa: BLE001 - find the bad line for JSON, else name the file
+        if _blank(path):
+            raise StageError(f"{label}: {path} is empty") from None
         if fmt == "json":
             bad = find_bad_json_line(path)
             if bad:
                 raise StageError(f"{label}: {path}: line {bad[0]}: malformed JSON ({bad[1]})") from None
         raise StageError(f"{label}: cannot read {path} as {fmt}: {_first_line(exc)}") from None
+
+
+@contextlib.contextmanager
+def quiet_datasets_errors() -> Iterator[None]:
+    logger = logging.getLogger("datasets")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _blank(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 16):
+            if block.strip():
+                return False
+    return True
 
 
 def find_bad_json_line(path: Path) -> tuple[int, str] | None:
@@ -85,7 +110,7 @@ def find_bad_json_line(path: Path) -> tuple[int, str] | None:
             if not line.strip():
                 continue
             try:
-                value = json.loads(line)
+                value = json.loads(line.rstrip("\r\n"))
             except json.JSONDecodeError as exc:
                 return number, f"{exc.msg} at column {exc.colno}"
             if not isinstance(value, dict):
@@ -212,16 +237,14 @@ def count_tokens(
             out["_drop"][r] = f"longer than {max_length} tokens"
 
 
-def map_source(
-    data: Any, source: SourceOptions, i: int, adapter: Adapter, fmt: str, tokenizer: Any, options: DatasetOptions,
-    cache_file: Path, fingerprint: str,
-) -> Any:
+def check_columns(data: Any, source: SourceOptions, i: int, adapter: Adapter) -> tuple[Any, list[str], list[str]]:
+    """(adapter options, required columns, columns to read) of a source; fails on a missing column."""
     from sakura_core.recipe import validate_options
 
     label = describe(source, i)
     found = list(data.column_names)
-    required = adapter.required_columns(validate_options(adapter.Options, source.adapter_options()), found)
     adapter_options = validate_options(adapter.Options, source.adapter_options())
+    required = adapter.required_columns(adapter_options, found)
     missing = [c for c in required if c not in found]
     if missing:
         raise StageError(
@@ -231,6 +254,15 @@ def map_source(
     if len(data) == 0:
         raise StageError(f"{label}: the source has no rows")
     present = required + [c for c in adapter.optional(adapter_options) if c in found and c not in required]
+    return adapter_options, required, present
+
+
+def map_source(
+    data: Any, source: SourceOptions, i: int, adapter: Adapter, fmt: str, tokenizer: Any, options: DatasetOptions,
+    cache_file: Path, fingerprint: str, columns: tuple[Any, list[str], list[str]],
+) -> Any:
+    label = describe(source, i)
+    adapter_options, required, present = columns
     data = data.select_columns(present)
     num_proc = options.num_proc or (min(2, os.cpu_count() or 1) if len(data) >= PARALLEL_MIN_ROWS else 1)
     return data.map(
@@ -286,6 +318,7 @@ def build_dataset(ctx: StageContext) -> dict[str, Any]:
 
     # 1. read every source and check its columns before any processing
     raw = [load_source(s, i, ctx.recipe_dir, cache_dir) for i, s in enumerate(options.sources)]
+    columns = [check_columns(data, s, i, a) for i, (s, a, data) in enumerate(zip(options.sources, adapters, raw))]
     # 2. map + count tokens, per source; 3. drop reasons, dedup, weight / cap
     mapped_parts, kept_parts, stats_sources = [], [], []
     seen = np.empty(0, dtype=np.int64)
@@ -294,7 +327,8 @@ def build_dataset(ctx: StageContext) -> dict[str, Any]:
     for i, (source, adapter, data) in enumerate(zip(options.sources, adapters, raw)):
         with ctx.progress(f"source {i} {source.path}", total=len(data), unit="rows") as task:
             fingerprint = hash_json([ctx.fingerprint, i])[:16]
-            mapped = map_source(data, source, i, adapter, fmt, tokenizer, options, ctx.work_dir / f"source{i}-{fingerprint}.arrow", fingerprint)
+            cache_file = ctx.work_dir / f"source{i}-{fingerprint}.arrow"
+            mapped = map_source(data, source, i, adapter, fmt, tokenizer, options, cache_file, fingerprint, columns[i])
             task.update(len(data))
         drop = mapped.data.column("_drop")
         reasons = {str(v["values"]): int(v["counts"]) for v in pc.value_counts(drop).to_pylist() if v["values"]}
