@@ -1,7 +1,7 @@
 """A Hugging Face Hub-compatible HTTP server for tests, standard library only.
 
 It answers what the real ``huggingface_hub`` client (2.4) asks for model and dataset repos (see
-../shared/HUB_PROTOCOL.md): create repo, validate-yaml, preupload, LFS batch + PUT + verify, NDJSON
+../shared/HUB_PROTOCOL.md): create repo (``private`` or ``visibility``), validate-yaml, preupload, LFS batch + PUT + verify, NDJSON
 commits (to branches or new pull requests ``refs/pr/N``), branches, refs, commits, repo info, tree,
 paths-info and resolve (HEAD/GET with ranges). Everything lives in memory.
 
@@ -285,7 +285,8 @@ class HubHandler(BaseHTTPRequestHandler):
         with self.state.lock:
             if (repo_type, repo_id) in self.state.repos:
                 raise HttpError(409, "You already created this repo", extra={"url": url})
-            repo = Repo(repo_type, repo_id, bool(payload.get("private")), user)
+            private = bool(payload.get("private")) or payload.get("visibility") == "private"
+            repo = Repo(repo_type, repo_id, private, user)
             first = Commit(self.state.new_oid(repo_id, "init"), None, "initial commit", "", {}, _now())
             repo.commits[first.oid] = first
             repo.refs["main"] = first.oid

@@ -44,6 +44,12 @@ class HubPublisher(Publisher):
         if options.create_pr and options.revision not in (None, "main"):
             raise OptionError("create_pr", "a pull request is opened against main: set create_pr or revision, not both")
 
+    def external_inputs(self, options: HubOptions, recipe_dir: Any) -> dict[str, Any]:
+        import os
+
+        # Read the way huggingface_hub reads it, without importing it (plan and validate stay fast).
+        return {"endpoint": os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")}
+
     def load_reference(self, options: HubOptions, recipe_dir: Any) -> str:
         return options.repo_id
 

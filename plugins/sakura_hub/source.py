@@ -58,7 +58,10 @@ class HubSource(ModelSource):
         patterns = SAFE_PATTERNS + (PICKLE_PATTERNS if options.allow_pickle else [])
         try:
             with env.reporter.task(f"downloading {options.id}@{sha[:10]} from {constants.ENDPOINT}"):
-                path = Path(snapshot_download(options.id, revision=sha, allow_patterns=patterns))
+                # By revision name, so the cache records the ref (offline runs resolve it later) ...
+                path = Path(snapshot_download(options.id, revision=options.revision, allow_patterns=patterns))
+                if path.name != sha:  # ... unless the branch moved since the plan: take the planned commit
+                    path = Path(snapshot_download(options.id, revision=sha, allow_patterns=patterns))
         except Exception as exc:  # noqa: BLE001 - every failure here is one line for the user
             raise StageError(f"could not download model {options.id}@{sha[:10]}: {_short(exc)}") from None
         check_model_dir(path, options.allow_pickle)

@@ -24,6 +24,9 @@ class LocalPublisher(Publisher):
         path = Path(options.path).expanduser()
         return path if path.is_absolute() else (Path(recipe_dir) / path)
 
+    def external_inputs(self, options: LocalOptions, recipe_dir: Path) -> dict[str, Any]:
+        return {"target": os.path.abspath(self.target(options, recipe_dir))}
+
     def load_reference(self, options: LocalOptions, recipe_dir: Path) -> str:
         return os.path.abspath(self.target(options, recipe_dir))
 

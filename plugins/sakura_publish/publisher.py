@@ -58,6 +58,10 @@ class Publisher:
     def check(self, options: Any, env: CheckEnv) -> None:
         """Deeper checks before any work; raise ``OptionError(key, message)`` (key relative to the stage table)."""
 
+    def external_inputs(self, options: Any, recipe_dir: Path) -> dict[str, Any]:
+        """Fingerprint material outside the options (the absolute target folder, the Hub endpoint)."""
+        return {}
+
     def load_reference(self, options: Any, recipe_dir: Path) -> str:
         """What to pass to ``from_pretrained`` to load the published model (shown in the card)."""
         raise NotImplementedError

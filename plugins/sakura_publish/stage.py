@@ -47,6 +47,9 @@ class PublishOptions(Options):
         return dict(self.model_extra or {})
 
 
+# Publishers seen by check(), for external_inputs() (which is not handed the plugin registry).
+_PUBLISHERS: dict[str, Publisher] = {}
+
 STAGE_KEYS = ("kind", *PublishOptions.model_fields)
 
 
@@ -72,6 +75,8 @@ class PublishStage(StageKind):
 
     def check(self, options: PublishOptions, env: CheckEnv) -> None:
         publishers = env.plugins.publishers
+        if options.publisher in publishers:
+            _PUBLISHERS[options.publisher] = publishers.get(options.publisher)
         if options.publisher not in publishers:
             known = ", ".join(publishers.names()) or "none"
             raise OptionError(
@@ -80,6 +85,12 @@ class PublishStage(StageKind):
             )
         publisher = get_publisher(env.plugins, options.publisher)
         publisher.check(publisher_options(publisher, options), env)
+
+    def external_inputs(self, options: PublishOptions, recipe_dir: Path) -> dict[str, Any]:
+        publisher = _PUBLISHERS.get(options.publisher)
+        if publisher is None:
+            return {}
+        return publisher.external_inputs(publisher_options(publisher, options), recipe_dir)
 
     def implementation_versions(self, options: PublishOptions, plugins: Any) -> dict[str, str]:
         try:

@@ -1,0 +1,243 @@
+"""The Hub: the ``hub`` publisher, ``sakura push`` and the ``hub`` model source, against tests/hub_server.py.
+
+The real huggingface_hub client runs in ``sakura`` subprocesses against the loopback server, on both of
+its upload paths: Xet on with every file "regular" (the ``hub`` fixture) and Xet off with LFS (``lfs_hub``).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from hub_fixtures import READ_TOKEN, WRITE_TOKEN, hub, lfs_hub  # noqa: F401 - fixtures
+
+RECIPE = """\
+name = "tiny-hub"
+[models]
+base = "{model}"
+[stages.publish]
+kind = "publish"
+publisher = "{publisher}"
+model = "base"
+{extra}
+"""
+
+CHECK_DOWNLOAD = r"""
+import json, sys, tempfile
+import torch
+from huggingface_hub import snapshot_download
+from transformers import AutoModelForCausalLM, AutoTokenizer
+repo, local = sys.argv[1], sys.argv[2]
+path = snapshot_download(repo, cache_dir=tempfile.mkdtemp())
+ids = torch.tensor([[1, 5, 9, 42, 7, 100]])
+with torch.no_grad():
+    got = AutoModelForCausalLM.from_pretrained(path)(ids).logits
+    want = AutoModelForCausalLM.from_pretrained(local)(ids).logits
+tok = AutoTokenizer.from_pretrained(path)
+text = tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
+print(json.dumps({"equal": bool(torch.equal(got, want)), "template": text, "files": sorted(__import__("os").listdir(path))}))
+"""
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """One artifact store for the module: the tiny model is generated once."""
+    return tmp_path_factory.mktemp("store")
+
+
+def write_recipe(tmp_path: Path, publisher: str = "hub", extra: str = 'repo_id = "tester/tiny"\nretry_wait = 0.05',
+                 model: str = "tiny:llama?seed=7", name: str = "recipe.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(RECIPE.format(model=model, publisher=publisher, extra=extra))
+    return path
+
+
+def run_json(hub, recipe: Path, store: Path, *args: str, quiet: bool = True, **env):
+    done = hub.run("run", str(recipe), "--store", str(store), "--json", *(["-q"] if quiet else []), *args, **env)
+    return done, json.loads(done.stdout) if done.stdout.strip() else None
+
+
+def one_line_error(done) -> str:
+    lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr, done.stderr
+    return lines[-1]
+
+
+def tiny_artifact(store: Path) -> Path:
+    for manifest in store.glob("artifacts/*/sakura-artifact.json"):
+        if json.loads(manifest.read_text()).get("source") == "tiny":
+            return manifest.parent
+    raise AssertionError("no tiny model artifact in the store")
+
+
+def test_publish_stage_to_the_hub_and_load_it_back(hub, tmp_path, store):
+    recipe = write_recipe(tmp_path, extra='repo_id = "tester/tiny"\nprivate = true\nlicense = "apache-2.0"')
+    done, result = run_json(hub, recipe, store)
+    assert done.returncode == 0, done.stderr
+    stage = result["stages"][0]
+    metrics = stage["metrics"]
+    repo = hub.state.repos[("model", "tester/tiny")]
+    assert repo.private and metrics["commit"] == repo.refs["main"] and metrics["changed"] is True
+    assert metrics["url"] == f"{hub.endpoint}/tester/tiny"
+    files = hub.files("tester/tiny")
+    assert {"README.md", "sakura-lineage.json", "sakura-recipe.toml", "model.safetensors", "config.json",
+            "tokenizer.json", "tokenizer_config.json", "generation_config.json"} <= set(files)
+    summary = repo.commits[repo.refs["main"]].title
+    assert "tiny-hub" in summary and json.loads(files["sakura-lineage.json"])["model"]["fingerprint"][:12] in summary
+    assert files["sakura-recipe.toml"].decode() == recipe.read_text()
+    card = files["README.md"].decode()
+    assert card.startswith("---\n") and "license: apache-2.0" in card and "from_pretrained('tester/tiny')" in card
+    published = json.loads(Path(stage["artifact"], "published.json").read_text())
+    assert published["commit"] == repo.refs["main"]
+
+    check = hub.python("-c", CHECK_DOWNLOAD, "tester/tiny", str(tiny_artifact(store)))
+    assert check.returncode == 0, check.stderr
+    loaded = json.loads(check.stdout.strip().splitlines()[-1])
+    assert loaded["equal"] and loaded["template"] == "### User:\nhi\n\n### Assistant:\n"
+
+    # Publishing the unchanged artifact again (forced) makes no new commit.
+    commits = hub.state.commits_on("model", "tester/tiny")
+    done, result = run_json(hub, recipe, store, "--force", "publish")
+    assert done.returncode == 0, done.stderr
+    assert result["stages"][0]["metrics"]["changed"] is False
+    assert hub.state.commits_on("model", "tester/tiny") == commits
+
+    # The token went to the server and nowhere else: not in output, the store, or the uploaded files.
+    assert WRITE_TOKEN in hub.state.seen_tokens
+    secret = WRITE_TOKEN.encode()
+    assert not any(WRITE_TOKEN in text for text in hub.outputs)
+    assert not [p for p in store.rglob("*") if p.is_file() and secret in p.read_bytes()]
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and p.stat().st_size < 50_000_000 and secret in p.read_bytes() and "hf-home" not in str(p)]
+    for repo in hub.state.repos.values():
+        for commit in repo.commits.values():
+            assert not any(secret in entry.data for entry in commit.files.values())
+
+
+def test_push_over_lfs_then_use_it_as_a_hub_model(lfs_hub, tmp_path, store):
+    hub = lfs_hub
+    # The store's tiny model (made by the first test, or now by a local publish).
+    recipe = write_recipe(tmp_path, "local", 'path = "dist/a"', name="local.toml")
+    done, _ = run_json(hub, recipe, store)
+    assert done.returncode == 0, done.stderr
+    artifact = tiny_artifact(store)
+
+    requests = len(hub.state.log)
+    dry = hub.run("push", str(artifact), "--repo-id", "tester/pushed", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "would upload" in dry.stdout and "model.safetensors" in dry.stdout and "README.md" in dry.stdout
+    assert len(hub.state.log) == requests and ("model", "tester/pushed") not in hub.state.repos
+
+    pushed = hub.run("push", str(artifact), "--repo-id", "tester/pushed", "--public")
+    assert pushed.returncode == 0, pushed.stderr
+    assert pushed.stdout.startswith("published ") and "tester/pushed" in pushed.stdout
+    repo = hub.state.repos[("model", "tester/pushed")]
+    main = repo.commits[repo.refs["main"]]
+    assert main.files["model.safetensors"].lfs and not main.files["config.json"].lfs  # both paths used
+    assert main.files["model.safetensors"].data == (artifact / "model.safetensors").read_bytes()
+    assert any(path.endswith("/info/lfs/objects/batch") for _, path, _ in hub.state.log)
+
+    again = hub.run("push", str(artifact), "--repo-id", "tester/pushed")
+    assert again.returncode == 0 and again.stdout.startswith("unchanged:")
+    assert hub.state.commits_on("model", "tester/pushed") == 2  # the repo's first commit + one publish
+
+    # A changed artifact to a branch, and as a pull request.
+    changed = tmp_path / "changed"
+    shutil.copytree(artifact, changed)
+    config = json.loads((changed / "generation_config.json").read_text())
+    (changed / "generation_config.json").write_text(json.dumps({**config, "max_new_tokens": 32}))
+    branch = hub.run("push", str(changed), "--repo-id", "tester/pushed", "--revision", "dev", "--json")
+    assert branch.returncode == 0, branch.stderr
+    assert json.loads(branch.stdout)["revision"] == "dev" and repo.refs["dev"] != repo.refs["main"]
+    pr = hub.run("push", str(changed), "--repo-id", "tester/pushed", "--create-pr", "--json")
+    record = json.loads(pr.stdout)
+    assert record["pr_url"].endswith("/discussions/1") and record["revision"] == "refs/pr/1"
+    assert b"max_new_tokens" in hub.files("tester/pushed", "refs/pr/1")["generation_config.json"]
+    assert b"max_new_tokens" not in hub.files("tester/pushed")["generation_config.json"]
+
+    # The pushed repo as a `hub` model: its commit lands in the lineage and the card's base_model.
+    use = write_recipe(tmp_path, "local", 'path = "dist/from-hub"', model="tester/pushed", name="use.toml")
+    done, result = run_json(hub, use, tmp_path / "store2")
+    assert done.returncode == 0, done.stderr
+    target = tmp_path / "dist" / "from-hub"
+    lineage = json.loads((target / "sakura-lineage.json").read_text())["lineage"]
+    assert lineage[0]["id"] == "tester/pushed" and lineage[0]["sha"] == repo.refs["main"]
+    card = (target / "README.md").read_text()
+    assert "base_model: tester/pushed" in card and repo.refs["main"] in card
+    assert (target / "model.safetensors").read_bytes() == (artifact / "model.safetensors").read_bytes()
+    at_rev = write_recipe(tmp_path, "local", 'path = "dist/dev"', model="tester/pushed@dev", name="rev.toml")
+    done, _ = run_json(hub, at_rev, tmp_path / "store2")
+    assert done.returncode == 0, done.stderr
+    assert b"max_new_tokens" in (tmp_path / "dist" / "dev" / "generation_config.json").read_bytes()
+
+    # Offline: the cached copy is used; without one it is a clear error.
+    offline = hub.run("plan", str(use), "--store", str(tmp_path / "store2"), "--json", offline=True)
+    assert offline.returncode == 0, offline.stderr
+    assert json.loads(offline.stdout)["stages"][0]["status"] == "cached"
+    empty = hub.run("plan", str(use), "--store", str(tmp_path / "store3"), offline=True, home=tmp_path / "empty-home")
+    message = one_line_error(empty)
+    assert "tester/pushed@main is not in the Hugging Face cache" in message and "HF_HUB_OFFLINE" in message
+
+
+def test_hub_model_errors(hub, tmp_path):
+    hub.seed_repo("tester/pickled", {"config.json": b"{}", "pytorch_model.bin": b"not really"})
+    cases = {
+        "tester/pickled": "has only pickled weights (pytorch_model.bin)",
+        "tester/missing": "model tester/missing not found on",
+        "tester/pickled@v9": "has no revision 'v9'",
+    }
+    for model, words in cases.items():
+        recipe = write_recipe(tmp_path, "local", 'path = "d"', model=model)
+        done = hub.run("plan", str(recipe), "--store", str(tmp_path / "s"))
+        assert words in one_line_error(done), done.stderr
+    bad = write_recipe(tmp_path, "local", 'path = "d"', model="tny:llama")
+    done = hub.run("validate", str(bad))
+    assert done.returncode == 2 and "models.base: invalid Hub repo id 'tny:llama'" in one_line_error(done)
+
+
+def test_bad_repo_id_and_refused_tokens(hub, tmp_path, store):
+    bad = write_recipe(tmp_path, extra='repo_id = "tester//bad"')
+    done = hub.run("validate", str(bad))
+    assert done.returncode == 2
+    assert one_line_error(done).startswith("recipe.toml: stages.publish.repo_id: invalid Hub repo id 'tester//bad'")
+    done = hub.run("push", str(tmp_path), "--repo-id", "no-namespace")
+    assert done.returncode == 2 and "--repo-id: invalid Hub repo id 'no-namespace'" in one_line_error(done)
+
+    recipe = write_recipe(tmp_path)
+    for token, status in (("hf_wrongTokenSECRET0000", 401), (READ_TOKEN, 403)):
+        done, result = run_json(hub, recipe, store, token=token)
+        message = one_line_error(done)
+        assert f"refused the token for tester/tiny (HTTP {status})" in message
+        assert token not in done.stdout + done.stderr
+        assert result["stages"][0]["status"] == "failed" and result["stages"][0]["artifact"] is None
+    assert ("model", "tester/tiny") not in hub.state.repos
+    done, _ = run_json(hub, recipe, store, token=None)
+    assert "no Hugging Face token to publish tester/tiny" in one_line_error(done)
+
+
+def test_connection_lost_is_retried_then_fails_cleanly_and_a_rerun_completes(hub, tmp_path, store):
+    recipe = write_recipe(tmp_path)
+    hub.state.faults["drop_commit"] = 1
+    done, result = run_json(hub, recipe, store, quiet=False)
+    assert done.returncode == 0, done.stderr
+    assert "retrying" in done.stderr and hub.state.commits_on("model", "tester/tiny") == 2
+    dropped = [entry for entry in hub.state.log if entry[2] == 0]
+    assert len(dropped) == 1 and "/commit/" in dropped[0][1]
+
+    hub.state.faults["drop_commit"] = 100
+    forced = ("--force", "publish")
+    recipe2 = write_recipe(tmp_path, extra='repo_id = "tester/tiny2"\nretries = 2\nretry_wait = 0.05', name="r2.toml")
+    done, result = run_json(hub, recipe2, store, *forced)
+    message = one_line_error(done)
+    assert "could not publish to" in message and "tester/tiny2 after 2 attempts" in message and "nothing was committed" in message
+    assert result["stages"][0]["artifact"] is None
+    assert hub.state.commits_on("model", "tester/tiny2") == 1 and "README.md" not in hub.files("tester/tiny2")
+    assert not list(store.glob("tmp/*"))
+
+    hub.state.faults.clear()
+    done, result = run_json(hub, recipe2, store)
+    assert done.returncode == 0, done.stderr
+    assert "README.md" in hub.files("tester/tiny2") and result["stages"][0]["metrics"]["changed"] is True
