@@ -1,0 +1,84 @@
+"""Hub dataset sources through ``datasets.load_dataset`` against tests/hub_server.py (HF_ENDPOINT).
+
+The stage's fingerprint holds the commit a revision resolves to: a new upstream commit re-runs the stage,
+an unchanged one is cached, and a pinned revision reads exactly that commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import textwrap
+from pathlib import Path
+
+from hub_fixtures import hub  # noqa: F401 - fixture
+from hub_server import Commit, FileEntry, git_blob_sha1
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+ORCA = FIXTURES / "orca_dpo_pairs.sample.jsonl"
+TOXIC = FIXTURES / "toxic_dpo_v0.1.sample.jsonl"
+
+
+def add_commit(hub, repo_id: str, files: dict[str, bytes]) -> str:
+    repo = hub.state.repos[("dataset", repo_id)]
+    entries = {p: FileEntry(len(d), hashlib.sha256(d).hexdigest(), git_blob_sha1(d), False, d) for p, d in files.items()}
+    commit = Commit(hub.state.new_oid(repo_id, "2"), repo.refs["main"], "update", "", entries, "2026-01-02T00:00:00.000Z")
+    repo.commits[commit.oid] = commit
+    repo.refs["main"] = commit.oid
+    return commit.oid
+
+
+def run_json(hub, recipe: Path) -> dict:
+    done = hub.run("run", str(recipe), "--json", cwd=recipe.parent)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return json.loads(done.stdout[done.stdout.index("{"):])
+
+
+def test_hub_dataset_revisions_and_fingerprints(hub, tmp_path):
+    first = hub.seed_repo("intel/orca-mini", {"data/train.jsonl": ORCA.read_bytes()}, repo_type="dataset")
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(textwrap.dedent(f"""
+        name = "t"
+        [stages.latest]
+        kind = "dataset"
+        sources = [{{ adapter = "orca", path = "intel/orca-mini", split = "train" }}]
+        [stages.pinned]
+        kind = "dataset"
+        sources = [{{ adapter = "orca", path = "intel/orca-mini", revision = "{first}" }}]
+        """))
+    out = run_json(hub, recipe)
+    assert [(s["status"], s["metrics"]["rows_train"]) for s in out["stages"]] == [("ran", 2), ("ran", 2)]
+    assert [s["status"] for s in run_json(hub, recipe)["stages"]] == ["cached", "cached"]
+
+    one_row = ORCA.read_text().splitlines()[1] + "\n"
+    add_commit(hub, "intel/orca-mini", {"data/train.jsonl": one_row.encode()})
+    out = run_json(hub, recipe)
+    latest, pinned = out["stages"]
+    assert (latest["status"], latest["metrics"]["rows_train"]) == ("ran", 1)  # new upstream commit: re-run
+    assert pinned["status"] == "cached"
+    stats = json.loads((Path(latest["artifact"]) / "stats.json").read_text())
+    assert stats["sources"][0]["source"] == "intel/orca-mini"
+
+
+def test_hub_dataset_missing_column_and_unknown_repo(hub, tmp_path):
+    hub.seed_repo("unalignment/toxic-mini", {"train.jsonl": TOXIC.read_bytes()}, repo_type="dataset")
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(textwrap.dedent("""
+        name = "t"
+        [stages.data]
+        kind = "dataset"
+        sources = [{ adapter = "orca", path = "unalignment/toxic-mini" }]
+        """))
+    done = hub.run("run", str(recipe), cwd=tmp_path)
+    assert done.returncode == 1
+    assert (
+        "stage data: source 0 (unalignment/toxic-mini, adapter orca): missing column(s) question; "
+        "expected question, chosen, rejected; found id, prompt, chosen, rejected"
+    ) in done.stdout + done.stderr
+    recipe.write_text(recipe.read_text().replace("unalignment/toxic-mini", "nobody/nothing"))
+    done = hub.run("run", str(recipe), cwd=tmp_path)
+    assert done.returncode == 1 and "Traceback" not in done.stdout + done.stderr
+    assert (
+        "stage data: source 0 (nobody/nothing, adapter orca): cannot load Hub dataset: DatasetNotFoundError: "
+        "Dataset 'nobody/nothing' doesn't exist on the Hub"
+    ) in done.stderr
