@@ -142,7 +142,7 @@ def test_card_tells_the_whole_lineage():
                                              {"model": "solar", "layer_range": [0, 48]}]}],
                      "parameters": {"t": [{"filter": "self_attn", "value": [0, 0.5, 0.3, 0.7, 1]}, {"value": 0.5}]},
                      "dtype": "float16"}},
-        {"name": "data", "kind": "dataset", "fingerprint": "f4", "metrics": {"train_rows": 15277, "test_rows": 100},
+        {"name": "data", "kind": "dataset", "fingerprint": "f4", "metrics": {"rows_train": 15177, "rows_test": 100},
          "options": {"sources": [{"adapter": "orca", "path": "Intel/orca_dpo_pairs"},
                                  {"adapter": "math", "path": "data/math.jsonl"}]}},
         {"name": "dpo", "kind": "train", "fingerprint": "f5", "metrics": {"train_loss": 0.6931, "rewards_accuracy": 0.75},
@@ -153,7 +153,9 @@ def test_card_tells_the_whole_lineage():
     card = render_card(lineage, model_name="Sakura-SOLRCA", load_reference="me/Sakura-SOLRCA",
                        recipe_name="Sakura-SOLRCA", recipe_file="solrca.toml", recipe_text='name = "x"\n',
                        fingerprint="f5",
-                       dataset_stats={"f4": {"sources": [{"rows": 12859}, {"rows": 2418}]}})
+                       dataset_stats={"f4": {"rows": {"train": 15177, "test": 100}, "sources": [
+                           {"rows_in": 12859, "rows_out": 12859, "dropped": {}},
+                           {"rows_in": 2418, "rows_out": 2400, "dropped": {"prompt over max_prompt_length": 18}}]}})
     front = _front_matter(card)
     assert front["base_model"] == ["upstage/SOLAR-10.7B-Instruct-v1.0", "VAGOsolutions/SauerkrautLM-SOLAR-Instruct"]
     assert front["datasets"] == ["Intel/orca_dpo_pairs"]
@@ -164,7 +166,8 @@ def test_card_tells_the_whole_lineage():
     assert result["dataset"]["name"] == "gsm8k" and result["metrics"][0] == {"type": "acc", "value": 0.6391, "name": "acc"}
     body = card.split("---\n", 2)[2]
     assert "Merge method: **slerp**" in body and "layer_range" in body and "filter: self_attn" in body
-    assert "12,859 rows" in body and "2,418 rows" in body and "train rows 15,277" in body
+    assert "12,859 of 12,859 rows used" in body and "2,400 of 2,418 rows used (dropped: 18 prompt over max_prompt_length)" in body
+    assert "Rows: train 15,177, test 100." in body
     assert "| learning_rate | 5e-07 |" in body and "| rewards_accuracy | 0.75 |" in body
     assert "| gsm8k | acc | 0.6391 |" in body
     assert f"commit `{'a' * 40}`" in body

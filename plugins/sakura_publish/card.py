@@ -247,45 +247,49 @@ def _dataset_section(entry: dict[str, Any], stats: dict[str, Any] | None) -> str
         extra = {k: v for k, v in source.items() if k not in ("path", "adapter", "hub", "repo_id")}
         text = f"- {label} through the `{source.get('adapter', '?')}` adapter"
         if rows is not None:
-            text += f": {rows:,} rows"
+            text += f": {rows}"
         if extra:
             text += " (" + ", ".join(f"{k} = {json.dumps(v)}" for k, v in extra.items()) + ")"
         lines.append(text)
     counts = _row_counts(entry.get("metrics"), stats)
     if counts:
         lines.append("\nRows: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()) + ".")
+    elif isinstance((stats or {}).get("rows_in"), int):
+        lines.append(f"\nRows read: {stats['rows_in']:,}.")
     rest = {k: v for k, v in options.items() if k != "sources" and v not in (None, [], {})}
     if rest:
         lines.append("\nSettings: " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in rest.items()) + ".")
     return "\n".join(lines) + "\n"
 
 
-def _per_source_rows(stats: dict[str, Any] | None) -> dict[int, int]:
-    out: dict[int, int] = {}
+def _per_source_rows(stats: dict[str, Any] | None) -> dict[int, str]:
+    """Per source: rows read, rows used and why rows were dropped (the dataset stage's stats.json)."""
+    out: dict[int, str] = {}
     for i, source in enumerate((stats or {}).get("sources") or []):
-        if isinstance(source, dict):
-            for key in ("rows", "kept", "rows_kept", "num_rows"):
-                if isinstance(source.get(key), int):
-                    out[i] = source[key]
-                    break
+        if not isinstance(source, dict):
+            continue
+        rows_in, rows_out = source.get("rows_in"), source.get("rows_out", source.get("rows"))
+        if isinstance(rows_in, int) and isinstance(rows_out, int):
+            text = f"{rows_out:,} of {rows_in:,} rows used"
+            dropped = source.get("dropped") or {}
+            if isinstance(dropped, dict) and dropped:
+                text += " (dropped: " + ", ".join(f"{n:,} {reason}" for reason, n in dropped.items()) + ")"
+            out[i] = text
+        elif isinstance(rows_out, int):
+            out[i] = f"{rows_out:,} rows"
     return out
 
 
 def _row_counts(metrics: Any, stats: dict[str, Any] | None) -> dict[str, int]:
-    """Row counts from the stage's metrics, else from its stats.json (keys naming rows or splits)."""
+    """Rows per split: from stats.json (``rows = {train: n, test: m}``), else from the stage's metrics."""
     counts: dict[str, int] = {}
-    for blob in (metrics or {}, stats or {}):
-        if not isinstance(blob, dict):
-            continue
-        for key, value in blob.items():
-            if isinstance(value, int) and not isinstance(value, bool) and ("row" in key or key in ("train", "test")):
-                counts.setdefault(key.replace("_", " "), value)
-        splits = blob.get("splits")
-        if isinstance(splits, dict):
-            for split, value in splits.items():
-                rows = value.get("rows") if isinstance(value, dict) else value
-                if isinstance(rows, int):
-                    counts.setdefault(f"{split} rows", rows)
+    rows = (stats or {}).get("rows")
+    if isinstance(rows, dict):
+        counts = {f"{split}": n for split, n in rows.items() if isinstance(n, int)}
+    if not counts and isinstance(metrics, dict):
+        for key, value in metrics.items():
+            if isinstance(value, int) and not isinstance(value, bool) and "row" in key:
+                counts[key.replace("rows_", "").replace("_rows", "").replace("_", " ")] = value
     return counts
 
 
