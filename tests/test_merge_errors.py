@@ -1,0 +1,128 @@
+"""Bad input to ``sakura merge`` and to a recipe's merge stage: one clear line, exit 2, nothing written."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from conftest import run_sakura
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    from sakura_models.tiny import TinyOptions, generate_tiny_model
+
+    root = tmp_path_factory.mktemp("merge-errors")
+    for name, options in {"a": TinyOptions(seed=1), "b": TinyOptions(seed=2),
+                          "narrow": TinyOptions(seed=3, hidden=32, intermediate=64)}.items():
+        generate_tiny_model(options, root / name)
+    (root / "pickled").mkdir()
+    (root / "pickled" / "config.json").write_text((root / "a" / "config.json").read_text())
+    (root / "pickled" / "pytorch_model.bin").write_bytes(b"not really a pickle")
+    return root
+
+
+SLERP = """
+merge_method: slerp
+base_model: {b}
+models: [{{model: {a}}}, {{model: {b}}}]
+parameters: {{t: 0.5}}
+"""
+
+BAD = {
+    "missing model path": (
+        SLERP.replace("{b}", "{root}/nowhere"), "no such directory"),
+    "mismatched shapes": (
+        SLERP.replace("{b}", "{root}/narrow"), "tensor model.embed_tokens.weight: shape [512, 64]"),
+    "unknown parameter": (
+        SLERP.replace("{{t: 0.5}}", "{{tt: 0.5}}"), "parameters.tt: unknown parameter for slerp (did you mean t?)"),
+    "layer range out of bounds": (
+        """
+merge_method: slerp
+base_model: {b}
+slices: [{{sources: [{{model: {a}, layer_range: [0, 6]}}, {{model: {b}, layer_range: [0, 6]}}]}}]
+parameters: {{t: 0.5}}
+""", "slices[0].sources[0].layer_range: [0, 6] is out of bounds"),
+    "t outside [0, 1]": (
+        SLERP.replace("{{t: 0.5}}", "{{t: [{{filter: mlp, value: [0, 1.5]}}, {{value: 0.5}}]}}"),
+        "parameters.t[0].value[1]: input should be less than or equal to 1 (got 1.5)"),
+    "unknown method": (
+        SLERP.replace("slerp", "slurp"), "merge_method: unknown merge method 'slurp' (did you mean slerp?)"),
+    "pickled weights": (
+        SLERP.replace("{b}", "{root}/pickled"), "only pickled .bin weights"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_is_one_line_exit_2_and_no_output(case, pair, tmp_path):
+    text, expected = BAD[case]
+    config = tmp_path / "merge.yml"
+    config.write_text(text.format(a=pair / "a", b=pair / "b", root=pair))
+    out = tmp_path / "out"
+    result = run_sakura("merge", config, out)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["merge.yml"]  # no partial directory either
+
+
+def test_mergekit_yaml_runs_unchanged(pair, tmp_path):
+    config = tmp_path / "sakura-slerp.yml"
+    config.write_text(textwrap.dedent(f"""\
+        slices:
+          - sources:
+              - model: {pair / 'a'}
+                layer_range: [0, 4]
+              - model: {pair / 'b'}
+                layer_range: [0, 4]
+        merge_method: slerp
+        base_model: {pair / 'b'}
+        parameters:
+          t:
+            - filter: self_attn
+              value: [0, 0.5, 0.3, 0.7, 1]
+            - filter: mlp
+              value: [1, 0.5, 0.7, 0.3, 0]
+            - value: 0.5
+        tokenizer_source: union
+        dtype: float16
+        """))
+    out = tmp_path / "merged"
+    result = run_sakura("merge", config, out, "--json", check=0)
+    assert '"engine": "native"' in result.stdout
+    assert {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "mergekit_config.yml"} <= {
+        p.name for p in out.iterdir()
+    }
+    again = run_sakura("merge", config, out)
+    assert again.returncode == 2 and "exists and is not empty" in again.stderr
+
+
+def test_recipe_errors_name_the_key(tmp_path):
+    recipe = tmp_path / "r.toml"
+    base = """
+    [models]
+    a = "tiny:llama?seed=1"
+    b = "tiny:llama?seed=2"
+    [stages.merge]
+    kind = "merge"
+    merge_method = "slerp"
+    base_model = "b"
+    """
+    cases = {
+        'models = [{ model = "c" }, { model = "b" }]\nparameters.t = 0.5':
+            "r.toml: stages.merge.models[0].model: no stage or model named 'c'",
+        'models = [{ model = "a" }, { model = "b", parameters = { t = 0.5 } }]\nparameters.t = 0.5':
+            "stages.merge.models[1].parameters.t: t is shared by all models",
+        'models = [{ model = "a" }, { model = "b" }]':
+            "stages.merge.parameters: slerp needs parameter 't'",
+        'models = [{ model = "a" }, { model = "b" }]\nparameters.t = 0.5\ndevice = "gpu"':
+            "stages.merge.device: expected auto, cpu, cuda or cuda:N",
+    }
+    for extra, expected in cases.items():
+        recipe.write_text(textwrap.dedent(base) + extra + "\n")
+        result = run_sakura("validate", recipe)
+        assert result.returncode == 2, (extra, result.stdout, result.stderr)
+        assert expected in result.stderr.strip().splitlines()[0], (extra, result.stderr)

@@ -1,0 +1,221 @@
+"""Native merge methods against mergekit 0.1.5, tensor by tensor, on tiny models.
+
+Equal for linear and passthrough; within one unit in the last place of the output dtype otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sakura_core.plugins import Plugins
+from sakura_merge.config import MergeConfig
+from sakura_merge.runner import execute_merge
+
+
+def load_tensors(directory: Path) -> dict:
+    from safetensors.torch import load_file
+
+    tensors = {}
+    for file in sorted(Path(directory).glob("*.safetensors")):
+        tensors.update(load_file(file))
+    return tensors
+
+
+def max_ulps(a, b) -> float:
+    """Largest difference between a and b in units in the last place of their dtype (at a's magnitude)."""
+    import torch
+
+    assert a.dtype == b.dtype and a.shape == b.shape
+    if torch.equal(a, b):
+        return 0.0
+    info = torch.finfo(a.dtype)
+    x, y = a.double(), b.double()
+    scale = torch.maximum(x.abs(), y.abs()).clamp(min=info.tiny)
+    ulp = torch.exp2(torch.floor(torch.log2(scale))) * info.eps
+    return float(((x - y).abs() / ulp).max())
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    from sakura_models.tiny import TinyOptions, generate_tiny_model
+
+    root = tmp_path_factory.mktemp("merge-models")
+    out = {}
+    for name, options in {
+        "a": TinyOptions(seed=1),
+        "b": TinyOptions(seed=2),
+        "c": TinyOptions(seed=3),
+        "a16": TinyOptions(seed=1, dtype="bfloat16"),
+        "b16": TinyOptions(seed=2, dtype="bfloat16"),
+        "qa": TinyOptions(arch="qwen2", seed=1),
+        "qb": TinyOptions(arch="qwen2", seed=2),
+    }.items():
+        generate_tiny_model(options, root / name)
+        out[name] = str(root / name)
+    return out
+
+
+def merge(config: dict, models: dict, out: Path, **extra) -> dict:
+    cfg = MergeConfig.model_validate({**config, **extra})
+    out.mkdir(parents=True)
+    method = Plugins(entry_points=False).merge_methods.get(cfg.merge_method)
+    return execute_merge(cfg, method, models, out)
+
+
+CASES = {
+    "linear-bf16-gradient-weights": ("equal", {
+        "merge_method": "linear", "dtype": "bfloat16",
+        "models": [{"model": "a", "parameters": {"weight": 0.3}},
+                   {"model": "b", "parameters": {"weight": [{"filter": "mlp", "value": [0.2, 0.9]}, {"value": 0.7}]}}],
+    }),
+    "linear-fp32-to-fp16": ("equal", {
+        "merge_method": "linear", "dtype": "float32", "out_dtype": "float16",
+        "models": [{"model": "a", "parameters": {"weight": 1.0}}, {"model": "b", "parameters": {"weight": 3.0}},
+                   {"model": "c", "parameters": {"weight": 0.5}}],
+    }),
+    "slerp-bf16-inputs": ("ulp", {
+        "merge_method": "slerp", "base_model": "a16", "models": [{"model": "a16"}, {"model": "b16"}],
+        "parameters": {"t": [{"filter": "self_attn", "value": [0.1, 0.9]}, {"value": 0.35}]},
+    }),
+    "task-arithmetic-fp16-filters": ("ulp", {
+        "merge_method": "task_arithmetic", "base_model": "c", "dtype": "float16",
+        "models": [{"model": "a", "parameters": {"weight": 0.3}},
+                   {"model": "b", "parameters": {"weight": [{"filter": "self_attn", "value": [0.2, 0.9]}, {"value": 0.5}]}}],
+        "parameters": {"lambda": 0.8},
+    }),
+    "ties-bf16-density-gradient": ("ulp", {
+        "merge_method": "ties", "base_model": "c", "dtype": "bfloat16",
+        "models": [{"model": "a", "parameters": {"weight": 0.6, "density": 0.5}},
+                   {"model": "b", "parameters": {"weight": 0.5, "density": [0.3, 0.8]}}],
+    }),
+    "model-stock-fp32": ("ulp", {
+        "merge_method": "model_stock", "base_model": "c", "models": [{"model": "a"}, {"model": "b"}, {"model": "c"}],
+        "dtype": "float32",
+    }),
+    "passthrough-dus-fp16-scale": ("equal", {
+        "merge_method": "passthrough", "dtype": "float16",
+        "slices": [{"sources": [{"model": "a", "layer_range": [0, 3]}]},
+                   {"sources": [{"model": "b", "layer_range": [1, 4],
+                                 "parameters": {"scale": [{"filter": "o_proj", "value": 0.5}, {"value": 1.0}]}}]}],
+    }),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_native_matches_mergekit(case, models, tmp_path):
+    import torch
+
+    tolerance, config = CASES[case]
+    ours = merge(config, models, tmp_path / "sakura")
+    theirs = merge(config, models, tmp_path / "mergekit", engine="mergekit")
+    assert ours["engine"] == "native" and theirs["engine"] == "mergekit"
+    a, b = load_tensors(tmp_path / "sakura"), load_tensors(tmp_path / "mergekit")
+    assert a.keys() == b.keys()
+    for name in a:
+        assert a[name].dtype == b[name].dtype, name
+        if tolerance == "equal":
+            assert torch.equal(a[name], b[name]), name
+        else:
+            assert max_ulps(a[name], b[name]) <= 1.0, name
+    expected = config.get("out_dtype") or config.get("dtype") or "bfloat16"
+    assert all(str(t.dtype) == f"torch.{expected}" for t in a.values())
+
+
+def test_depth_upscaling_config_loads_in_transformers(models, tmp_path):
+    """Qwen2 has layer_types: the 6-layer result of [0, 3] + [1, 4] must load (mergekit's own output does not)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    config = {"merge_method": "passthrough",
+              "slices": [{"sources": [{"model": "qa", "layer_range": [0, 3]}]},
+                         {"sources": [{"model": "qb", "layer_range": [1, 4]}]}]}
+    merge(config, models, tmp_path / "dus", shard_size="100KB")
+    out = tmp_path / "dus"
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["num_hidden_layers"] == 6 and len(cfg["layer_types"]) == 6
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    assert len(set(index["weight_map"].values())) > 1  # sharded, with an index
+    model = AutoModelForCausalLM.from_pretrained(out)
+    source = load_tensors(Path(models["qb"]))
+    assert torch.equal(model.state_dict()["model.layers.3.mlp.up_proj.weight"], source["model.layers.1.mlp.up_proj.weight"])
+    with torch.no_grad():
+        assert torch.isfinite(model(torch.tensor([[1, 2, 3]])).logits).all()
+
+
+def test_dare_is_reproducible_with_a_seed(models, tmp_path):
+    import torch
+
+    config = {"merge_method": "dare_ties", "base_model": "c", "dtype": "float32",
+              "models": [{"model": "a", "parameters": {"weight": 0.5, "density": 0.4}},
+                         {"model": "b", "parameters": {"weight": 0.5, "density": 0.6}}]}
+    merge(config, models, tmp_path / "one", seed=7)
+    merge(config, models, tmp_path / "two", seed=7)
+    merge(config, models, tmp_path / "other", seed=8)
+    one, two, other = (load_tensors(tmp_path / n) for n in ("one", "two", "other"))
+    name = "model.layers.1.mlp.up_proj.weight"
+    assert all(torch.equal(one[k], two[k]) for k in one)
+    assert not torch.equal(one[name], other[name])
+
+
+def test_bridge_runs_a_mergekit_only_method(models, tmp_path):
+    import torch
+
+    config = {"merge_method": "karcher", "models": [{"model": "a"}, {"model": "b"}], "dtype": "float32"}
+    metrics = merge(config, models, tmp_path / "karcher")
+    assert metrics["engine"] == "mergekit"
+    merged, a = load_tensors(tmp_path / "karcher"), load_tensors(Path(models["a"]))
+    assert merged.keys() == a.keys()
+    assert not torch.equal(merged["model.norm.weight"], a["model.norm.weight"])
+
+
+def test_mergekit_only_table_matches_mergekit():
+    """The bridge's parameter table (used to check configs without importing mergekit) is mergekit's."""
+    from mergekit.merge_methods import registry
+    from mergekit.merge_methods.base import ParameterScope
+
+    from sakura_merge.methods import MERGEKIT_ONLY, NATIVE_METHODS
+    from sakura_merge.params import parameter_names
+
+    theirs = {m.spec.name: m.spec for m in registry.registered_methods()}
+    assert set(theirs) == set(MERGEKIT_ONLY) | set(NATIVE_METHODS)
+    plugins = Plugins(entry_points=False)
+    for name, spec in theirs.items():
+        ours = plugins.merge_methods.get(name)
+        assert sorted(parameter_names(ours)) == sorted(p.name for p in spec.parameters), name
+        per_model = {p.name for p in spec.parameters if p.scope != ParameterScope.SHARED}
+        assert set(ours.per_model) == per_model, name
+        assert ours.base == spec.contract.base.value, name
+
+
+def test_a_plugin_method_runs_natively(models, tmp_path):
+    """A third-party method is one function and one options model, registered through the hook."""
+    import torch
+
+    from sakura_core import hookimpl
+    from sakura_core.stage import Options
+    from sakura_merge.methods import MergeMethod
+
+    class MaxOptions(Options):
+        gain: float = 1.0
+
+    def elementwise_max(call):
+        return torch.stack(call.tensors).amax(dim=0) * call.params.gain
+
+    class Plugin:
+        @hookimpl
+        def sakura_register_merge_methods(self, register):
+            register("max", MergeMethod(elementwise_max, MaxOptions))
+
+    plugins = Plugins(entry_points=False)
+    plugins.register_object(Plugin(), "max-plugin")
+    cfg = MergeConfig.model_validate({"merge_method": "max", "models": [{"model": "a"}, {"model": "b"}],
+                                      "parameters": {"gain": 2.0}})
+    out = tmp_path / "max"
+    out.mkdir()
+    execute_merge(cfg, plugins.merge_methods.get("max"), models, out)
+    merged, a, b = load_tensors(out), load_tensors(Path(models["a"])), load_tensors(Path(models["b"]))
+    name = "model.layers.0.self_attn.k_proj.weight"
+    assert torch.equal(merged[name], torch.maximum(a[name], b[name]) * 2.0)
