@@ -202,10 +202,29 @@ def _sources_section(lineage: list[dict[str, Any]]) -> str:
     return "## Source models\n\n" + "\n".join(rows) + "\n"
 
 
+def _clean(value: Any) -> Any:
+    """Drop unset (None / empty) entries, recursively: the card shows what the recipe chose."""
+    if isinstance(value, dict):
+        out = {k: _clean(v) for k, v in value.items()}
+        return {k: v for k, v in out.items() if v not in (None, [], {})}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
 def _yaml_block(value: Any) -> str:
     import yaml
 
-    return "```yaml\n" + yaml.safe_dump(value, sort_keys=False, allow_unicode=True, width=1000).rstrip() + "\n```\n"
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    def represent_list(dumper: Any, data: list) -> Any:  # [0, 0.5, 1] on one line, as mergekit configs are written
+        flow = all(isinstance(x, (int, float, str, bool)) for x in data)
+        return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
+
+    Dumper.add_representer(list, represent_list)
+    text = yaml.dump(_clean(value), Dumper=Dumper, sort_keys=False, allow_unicode=True, width=1000)
+    return "```yaml\n" + text.rstrip() + "\n```\n"
 
 
 def _merge_section(entry: dict[str, Any], lineage: list[dict[str, Any]]) -> str:
@@ -229,7 +248,7 @@ def _merge_section(entry: dict[str, Any], lineage: list[dict[str, Any]]) -> str:
     if numbers:
         lines.append("Merge metrics: " + ", ".join(f"{k} = {_fmt(v)}" for k, v in numbers.items()) + ".")
     lines.append("\nConfiguration:\n")
-    lines.append(_yaml_block({k: v for k, v in options.items() if v not in (None, [], {})}))
+    lines.append(_yaml_block(options))
     return "\n".join(lines)
 
 
@@ -244,7 +263,7 @@ def _dataset_section(entry: dict[str, Any], stats: dict[str, Any] | None) -> str
         ident = source.get("path") or source.get("hub") or source.get("repo_id") or "?"
         label = f"[{ident}](https://huggingface.co/datasets/{ident})" if HUB_ID_RE.match(str(ident)) and not str(ident).endswith(DATA_FILE_SUFFIXES) else f"`{ident}`"
         rows = per_source.get(i)
-        extra = {k: v for k, v in source.items() if k not in ("path", "adapter", "hub", "repo_id")}
+        extra = {k: v for k, v in _clean(source).items() if k not in ("path", "adapter", "hub", "repo_id")}
         text = f"- {label} through the `{source.get('adapter', '?')}` adapter"
         if rows is not None:
             text += f": {rows}"
@@ -256,7 +275,7 @@ def _dataset_section(entry: dict[str, Any], stats: dict[str, Any] | None) -> str
         lines.append("\nRows: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()) + ".")
     elif isinstance((stats or {}).get("rows_in"), int):
         lines.append(f"\nRows read: {stats['rows_in']:,}.")
-    rest = {k: v for k, v in options.items() if k != "sources" and v not in (None, [], {})}
+    rest = {k: v for k, v in _clean(options).items() if k != "sources"}
     if rest:
         lines.append("\nSettings: " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in rest.items()) + ".")
     return "\n".join(lines) + "\n"
@@ -299,7 +318,7 @@ def _train_section(entry: dict[str, Any]) -> str:
     lines = [f"## Training (stage `{entry.get('name')}`)\n", f"Trainer: **{trainer}** (trl), on `{options.get('model', '?')}` with data `{options.get('dataset', '?')}`."]
     lora = options.get("lora")
     if lora:
-        lines.append("LoRA: " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in lora.items()) + " (merged into the weights).")
+        lines.append("LoRA: " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in _clean(lora).items()) + " (merged into the weights).")
     args = options.get("args") or {}
     if args:
         lines.append("\n| hyperparameter | value |\n|---|---|")
