@@ -241,3 +241,60 @@ def test_connection_lost_is_retried_then_fails_cleanly_and_a_rerun_completes(hub
     done, result = run_json(hub, recipe2, store)
     assert done.returncode == 0, done.stderr
     assert "README.md" in hub.files("tester/tiny2") and result["stages"][0]["metrics"]["changed"] is True
+
+
+MERGE_RECIPE = """\
+name = "hub-merge"
+[models]
+a = "tester/tiny-a"
+b = {{ source = "hub", id = "tester/tiny-b", revision = "main" }}
+
+[stages.merge]
+kind = "merge"
+merge_method = "slerp"
+base_model = "a"
+dtype = "float32"
+slices = [{{ sources = [{{ model = "a", layer_range = [0, 2] }}, {{ model = "b", layer_range = [0, 2] }}] }}]
+parameters = {{ t = 0.5 }}
+
+[stages.publish]
+kind = "publish"
+publisher = "hub"
+model = "merge"
+repo_id = "tester/merged"
+"""
+
+
+def test_hub_models_merged_and_published_with_their_lineage(hub, tmp_path, tiny_model_factory):
+    shas = {}
+    for name, seed in (("tiny-a", 11), ("tiny-b", 12)):
+        model = tiny_model_factory(seed=seed, layers=2)
+        files = {p.name: p.read_bytes() for p in model.iterdir() if p.is_file()}
+        files["README.md"] = b"---\nlicense: apache-2.0\n---\n# tiny\n"
+        shas[name] = hub.seed_repo(f"tester/{name}", files)
+    recipe = tmp_path / "merge.toml"
+    recipe.write_text(MERGE_RECIPE.format())
+    done, result = run_json(hub, recipe, tmp_path / "store")
+    assert done.returncode == 0, done.stderr
+    files = hub.files("tester/merged")
+    lineage = json.loads(files["sakura-lineage.json"])["lineage"]
+    assert [(e["id"], e["sha"]) for e in lineage if e.get("source") == "hub"] == [
+        ("tester/tiny-a", shas["tiny-a"]), ("tester/tiny-b", shas["tiny-b"])]
+    import yaml
+
+    card = files["README.md"].decode()
+    front = yaml.safe_load(card.split("---\n", 2)[1])
+    assert front["base_model"] == ["tester/tiny-a", "tester/tiny-b"] and front["base_model_relation"] == "merge"
+    assert front["license"] == "apache-2.0" and {"merge", "mergekit", "slerp", "sakura"} <= set(front["tags"])
+    assert "Merge method: **slerp**" in card and "layer_range: [0, 2]" in card
+    merged = Path(result["stages"][0]["artifact"])
+    assert files["model.safetensors"] == (merged / "model.safetensors").read_bytes()
+
+
+def test_hub_dataset_repo_loads_with_datasets(hub):
+    rows = "".join(json.dumps({"question": f"q{i}", "chosen": f"c{i}", "rejected": f" r{i}"}) + "\n" for i in range(5))
+    hub.seed_repo("tester/prefs", {"data/train.jsonl": rows.encode(), "README.md": b"# prefs\n"}, repo_type="dataset")
+    done = hub.python("-c", "import datasets; d = datasets.load_dataset('tester/prefs', split='train'); print(len(d), d[4]['rejected'])")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["5", "r4"]
+    assert any("/api/datasets/tester/prefs/" in path for _, path, _ in hub.state.log)
