@@ -216,6 +216,8 @@ def test_bad_repo_id_and_refused_tokens(hub, tmp_path, store):
     assert ("model", "tester/tiny") not in hub.state.repos
     done, _ = run_json(hub, recipe, store, token=None)
     assert "no Hugging Face token to publish tester/tiny" in one_line_error(done)
+    done, _ = run_json(hub, recipe, store, offline=True)
+    assert "cannot publish tester/tiny: HF_HUB_OFFLINE is set" in one_line_error(done)
 
 
 def test_connection_lost_is_retried_then_fails_cleanly_and_a_rerun_completes(hub, tmp_path, store):

@@ -57,6 +57,8 @@ class HubPublisher(Publisher):
         from huggingface_hub import constants, get_token
 
         self.check(options)
+        if constants.HF_HUB_OFFLINE:
+            raise StageError(f"cannot publish {options.repo_id}: HF_HUB_OFFLINE is set (unset it to reach {constants.ENDPOINT})")
         token = get_token()
         if not token:
             raise StageError(
