@@ -75,6 +75,8 @@ def run(recipe: str, only, from_, force, overrides, store, as_json: bool, quiet:
     """Run RECIPE stage by stage; cached stages are not run again."""
     from sakura_core.engine import Engine
 
+    _quiet_libraries()
+
     loaded = _load(recipe, overrides, store)
     with _reporter([(s.name, s.kind_name) for s in loaded.stages.values()], quiet or False) as reporter:
         engine = Engine(loaded, reporter)
@@ -87,7 +89,21 @@ def run(recipe: str, only, from_, force, overrides, store, as_json: bool, quiet:
         _fail(result.error)
 
 
+def _quiet_libraries() -> None:
+    """Stages report progress through sakura's own view: silence the libraries' tqdm bars and chatter."""
+    import os
+    import warnings
+
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
 def _print_summary(result: Any) -> None:
+    import os
+
     from rich.console import Console
     from rich.table import Table
 
@@ -96,7 +112,8 @@ def _print_summary(result: Any) -> None:
         table.add_column(column)
     for o in result.outcomes:
         colour = {"ran": "green", "cached": "cyan", "failed": "red"}[o.status]
-        table.add_row(o.name, o.kind, f"[{colour}]{o.status}[/]", f"{o.seconds:.1f}", str(o.artifact or ""))
+        artifact = os.path.relpath(o.artifact) if o.artifact else ""
+        table.add_row(o.name, o.kind, f"[{colour}]{o.status}[/]", f"{o.seconds:.1f}", artifact)
     Console(stderr=True).print(table)
 
 
