@@ -74,7 +74,7 @@ def tiny_artifact(store: Path) -> Path:
     raise AssertionError("no tiny model artifact in the store")
 
 
-def test_publish_stage_to_the_hub_and_load_it_back(hub, tmp_path, store):
+def test_publish_stage_to_a_private_hub_repo_once(hub, tmp_path, store):
     recipe = write_recipe(tmp_path, extra='repo_id = "tester/tiny"\nprivate = true\nlicense = "apache-2.0"')
     done, result = run_json(hub, recipe, store)
     assert done.returncode == 0, done.stderr
@@ -94,10 +94,7 @@ def test_publish_stage_to_the_hub_and_load_it_back(hub, tmp_path, store):
     published = json.loads(Path(stage["artifact"], "published.json").read_text())
     assert published["commit"] == repo.refs["main"]
 
-    check = hub.python("-c", CHECK_DOWNLOAD, "tester/tiny", str(tiny_artifact(store)))
-    assert check.returncode == 0, check.stderr
-    loaded = json.loads(check.stdout.strip().splitlines()[-1])
-    assert loaded["equal"] and loaded["template"] == "### User:\nhi\n\n### Assistant:\n"
+    # (Loading it back and comparing logits: test_demo_recipe_publishes_to_the_hub.)
 
     # Publishing the unchanged artifact again (forced) makes no new commit.
     commits = hub.state.commits_on("model", "tester/tiny")
@@ -300,3 +297,37 @@ def test_hub_dataset_repo_loads_with_datasets(hub):
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["5", "r4"]
     assert any("/api/datasets/tester/prefs/" in path for _, path, _ in hub.state.log)
+
+
+def test_demo_recipe_publishes_to_the_hub(hub, tmp_path):
+    """recipes/tiny.toml (merge -> data -> DPO -> publish), its publish stage pointed at the loopback Hub."""
+    demo = Path(__file__).resolve().parent.parent / "recipes"
+    shutil.copytree(demo / "data", tmp_path / "data")
+    text = (demo / "tiny.toml").read_text()
+    head = text[: text.index("[stages.publish]")]
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text(head + '[stages.publish]\nkind = "publish"\npublisher = "hub"\nmodel = "dpo"\nrepo_id = "tester/tiny-sakura"\n')
+    quick = [  # a few rows and steps: this checks publishing, not training
+        "-s", 'stages.data.sources=[{adapter="orca", path="data/tiny_orca.jsonl", max_rows=8}]',
+        "-s", "stages.dpo.args={learning_rate=5e-5, beta=0.1, per_device_train_batch_size=4, max_steps=2, max_length=256, seed=42}",
+    ]
+    done, result = run_json(hub, recipe, tmp_path / "store", *quick)
+    assert done.returncode == 0, done.stderr
+    stages = {s["name"]: s for s in result["stages"]}
+    assert stages["publish"]["metrics"]["commit"] == hub.state.repos[("model", "tester/tiny-sakura")].refs["main"]
+
+    check = hub.python("-c", CHECK_DOWNLOAD, "tester/tiny-sakura", stages["dpo"]["artifact"])
+    assert check.returncode == 0, check.stderr
+    loaded = json.loads(check.stdout.strip().splitlines()[-1])
+    assert loaded["equal"] and loaded["template"] == "### User:\nhi\n\n### Assistant:\n"
+    assert {"README.md", "sakura-lineage.json", "sakura-recipe.toml"} <= set(loaded["files"])
+
+    import yaml
+
+    card = hub.files("tester/tiny-sakura")["README.md"].decode()
+    front = yaml.safe_load(card.split("---\n", 2)[1])
+    assert {"sakura", "merge", "mergekit", "slerp", "dpo", "trl", "lora"} <= set(front["tags"])
+    for words in ("## Merge (stage `merge`)", "value: [0, 0.5, 0.3, 0.7, 1]", "## Data (stage `data`)",
+                  "8 of 64 rows used", "## Training (stage `dpo`)", "| beta | 0.1 |", "| max_steps | 2 |",
+                  "| reward_accuracy |", "## Recipe", 'repo_id = "tester/tiny-sakura"', "from_pretrained('tester/tiny-sakura')"):
+        assert words in card, words
