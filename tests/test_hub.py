@@ -215,6 +215,16 @@ def test_bad_repo_id_and_refused_tokens(hub, tmp_path, store):
     assert "no Hugging Face token to publish tester/tiny" in one_line_error(done)
     done, _ = run_json(hub, recipe, store, offline=True)
     assert "cannot publish tester/tiny: HF_HUB_OFFLINE is set" in one_line_error(done)
+    artifact = tiny_artifact(store)
+    done = hub.run("push", str(artifact), "--repo-id", "tester/tiny", token=READ_TOKEN)
+    assert "refused the token for tester/tiny (HTTP 403)" in one_line_error(done)
+    assert ("model", "tester/tiny") not in hub.state.repos
+
+    # The token of `hf auth login` ($HF_HOME/token) is used when HF_TOKEN is not set.
+    (hub.home / "token").write_text(WRITE_TOKEN)
+    done = hub.run("push", str(artifact), "--repo-id", "tester/tiny", token=None)
+    assert done.returncode == 0, done.stderr
+    assert "README.md" in hub.files("tester/tiny") and WRITE_TOKEN not in done.stdout + done.stderr
 
 
 def test_connection_lost_is_retried_then_fails_cleanly_and_a_rerun_completes(hub, tmp_path, store):

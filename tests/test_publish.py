@@ -39,8 +39,11 @@ def test_local_publish_copies_a_loadable_model_with_card_and_lineage(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     recipe = write_recipe(tmp_path, 'path = "dist/tiny"\nlicense = "apache-2.0"\ntags = ["demo"]')
+    stale = tmp_path / "dist" / ".tiny.sakura-tmp-999999999"  # left by a publish killed midway
+    stale.mkdir(parents=True)
     result = run(recipe)
     assert result.ok, result.error
+    assert not stale.exists()
     outcome = result.outcome("publish")
     target = tmp_path / "dist" / "tiny"
     record = json.loads((outcome.artifact / "published.json").read_text())

@@ -47,9 +47,6 @@ class PublishOptions(Options):
         return dict(self.model_extra or {})
 
 
-# Publishers seen by check(), for external_inputs() (which is not handed the plugin registry).
-_PUBLISHERS: dict[str, Publisher] = {}
-
 STAGE_KEYS = ("kind", *PublishOptions.model_fields)
 
 
@@ -70,13 +67,18 @@ class PublishStage(StageKind):
     Options = PublishOptions
     produces = "publication"
 
+    def __init__(self) -> None:
+        # Publishers met by check(), for external_inputs(), which is not handed the plugin registry.
+        # One PublishStage is registered per plugin manager, so this never mixes two registries.
+        self._publishers: dict[str, Publisher] = {}
+
     def references(self, options: PublishOptions) -> dict[str, str]:
         return {"model": options.model}
 
     def check(self, options: PublishOptions, env: CheckEnv) -> None:
         publishers = env.plugins.publishers
         if options.publisher in publishers:
-            _PUBLISHERS[options.publisher] = publishers.get(options.publisher)
+            self._publishers[options.publisher] = publishers.get(options.publisher)
         if options.publisher not in publishers:
             known = ", ".join(publishers.names()) or "none"
             raise OptionError(
@@ -87,7 +89,7 @@ class PublishStage(StageKind):
         publisher.check(publisher_options(publisher, options), env)
 
     def external_inputs(self, options: PublishOptions, recipe_dir: Path) -> dict[str, Any]:
-        publisher = _PUBLISHERS.get(options.publisher)
+        publisher = self._publishers.get(options.publisher)
         if publisher is None:
             return {}
         return publisher.external_inputs(publisher_options(publisher, options), recipe_dir)
