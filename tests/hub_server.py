@@ -24,7 +24,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, quote, unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 
@@ -156,12 +156,14 @@ class HubHandler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, body: bytes = b"", headers: dict | None = None, head: bool = False,
               content_type: str = "application/json") -> None:
+        """Answer; ``headers["Content-Length"]`` may announce a size without a body (HEAD of a file)."""
+        headers = dict(headers or {})
+        length = headers.pop("Content-Length", str(len(body)))
         self.send_response(status)
         self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body) if not (headers or {}).get("Content-Length") else headers["Content-Length"]))
-        for key, value in (headers or {}).items():
-            if key != "Content-Length":
-                self.send_header(key, value)
+        self.send_header("Content-Length", length)
+        for key, value in headers.items():
+            self.send_header(key, value)
         self.end_headers()
         if not head and self.command != "HEAD":
             self.wfile.write(body)
@@ -535,10 +537,6 @@ class HubServer(ThreadingHTTPServer):
     def stop(self) -> None:
         self.shutdown()
         self.server_close()
-
-
-def repo_url_quote(rev: str) -> str:
-    return quote(rev, safe="")
 
 
 if __name__ == "__main__":  # pragma: no cover - manual use
