@@ -340,3 +340,53 @@ def test_hub_source_is_recognised_and_fingerprinted_by_revision(tmp_path):
     }
     versions = stage.implementation_versions(options, Plugins())
     assert list(versions) == ["adapter:orca"]
+
+
+def test_a_new_adapter_is_one_small_plugin(tmp_path):
+    """A recipe-local plugin file registers an adapter; editing the plugin re-runs the stage."""
+    plugin = tmp_path / "qa_adapter.py"
+    plugin.write_text(textwrap.dedent('''
+        from sakura_core import hookimpl
+        from sakura_core.stage import Options
+        from sakura_data import Adapter, Skip, preference
+
+        class QAOptions(Options):
+            prefix: str = ""
+
+        class QAAdapter(Adapter):
+            columns = ("q", "good", "bad")
+            Options = QAOptions
+
+            def convert(self, row, options):
+                if row["q"].startswith("#"):
+                    raise Skip("commented out")
+                return preference(options.prefix + row["q"], row["good"], row["bad"])
+
+        @hookimpl
+        def sakura_register_dataset_adapters(register):
+            register("qa", QAAdapter())
+        '''))
+    (tmp_path / "data").mkdir()
+    rows = [{"q": "Two plus two?", "good": "Four.", "bad": "Five."}, {"q": "# skip me", "good": "x", "bad": "y"}]
+    (tmp_path / "data" / "qa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(textwrap.dedent("""
+        name = "t"
+        plugins = ["qa_adapter.py"]
+        [stages.data]
+        kind = "dataset"
+        sources = [{ adapter = "qa", path = "data/qa.jsonl", prefix = "Q: " }]
+        """))
+    result = run(recipe)
+    data, stats = built(result)
+    assert data["train"].to_list() == [
+        {
+            "prompt": [{"role": "user", "content": "Q: Two plus two?"}],
+            "chosen": [{"role": "assistant", "content": "Four."}],
+            "rejected": [{"role": "assistant", "content": "Five."}],
+        }
+    ]
+    assert stats["dropped"] == {"commented out": 1}
+    assert run(recipe).outcome("data").status == "cached"
+    plugin.write_text(plugin.read_text().replace('"commented out"', '"comment"'))
+    assert run(recipe).outcome("data").status == "ran"
