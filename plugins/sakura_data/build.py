@@ -406,6 +406,12 @@ def build_dataset(ctx: StageContext) -> dict[str, Any]:
         "dropped": dict(sorted(total_dropped.items(), key=lambda kv: -kv[1])),
         "sources": stats_sources,
         "tokens": tokens,
+        # the limits the rows were filtered with, for the trainer to use the same ones
+        "limits": {
+            "tokenizer": options.tokenizer,
+            "max_length": options.max_length,
+            "max_prompt_length": options.max_prompt_length,
+        },
         "seed": options.seed,
         "shuffled": options.shuffle,
         "dedup": options.dedup,
