@@ -154,7 +154,7 @@ def test_reference_cache_is_computed_once_and_reused(tmp_path, monkeypatch):
     dpo, ipo = first.outcome("dpo").metrics, first.outcome("dpo_ipo").metrics
     # The first DPO stage ran the reference over the 8 rows once; the second stage (other LoRA, loss, beta,
     # learning rate) reused the stored log-probs with no reference forward at all.
-    assert len(calls) == 4  # 8 rows in batches of 2, once
+    assert len(calls) == 2  # 8 rows in reference batches of 4 (twice the training batch), once
     assert dpo["ref_forward_splits"] == ["train"] and not dpo["ref_cache_hit"]
     assert ipo["ref_cache_hit"] and ipo["ref_forward_splits"] == [] and ipo["ref_cache"] == dpo["ref_cache"]
     cache_dir = first.recipe.store_dir / "artifacts" / dpo["ref_cache"]

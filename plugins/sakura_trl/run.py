@@ -235,6 +235,9 @@ def build_config(trainer_def: Any, options: Any, output_dir: Path, has_eval: boo
     values["dataloader_pin_memory"] = cuda
     if not cuda:
         values["use_cpu"] = True  # also makes accelerate run DDP on CPU (gloo) under a launcher
+    if trainer_def.preference:
+        # The reference pass runs without gradients: twice the training batch fits in less memory than a step.
+        values["precompute_ref_batch_size"] = 2 * options.args.get("per_device_train_batch_size", 8)
     values.update(options.args)
     # transformers 5 renamed gradient_checkpointing*; a recipe may use either name.
     for old, new in (("gradient_checkpointing", "activation_checkpointing"),
@@ -440,6 +443,7 @@ class SakuraCallback(_make_callback_base()):  # type: ignore[misc]
         self.ref_cached = ref_cached
         self.logs: list[dict[str, Any]] = []
         self.start_time = 0.0
+        self.end_time = 0.0
         self.start_step = 0
         self.steps = 0
         self.resumed_from: str | None = None
@@ -461,6 +465,9 @@ class SakuraCallback(_make_callback_base()):  # type: ignore[misc]
         self.steps = state.global_step
         self.report.step(state.global_step)
 
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.end_time = time.perf_counter()
+
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
         if not logs or "loss" not in logs:
             return
@@ -477,7 +484,7 @@ class SakuraCallback(_make_callback_base()):  # type: ignore[misc]
     def _throughput(self) -> dict[str, float]:
         if not self.logs or not self.start_time:
             return {}
-        seconds = time.perf_counter() - self.start_time
+        seconds = (self.end_time or time.perf_counter()) - self.start_time
         tokens = self.logs[-1].get("num_tokens", 0.0)
         if not seconds or not tokens:
             return {}
