@@ -50,6 +50,12 @@ def load_tensors(directory: Path) -> dict:
     return tensors
 
 
+def max_ulps(a, b) -> float:
+    from test_merge_methods import max_ulps as measure
+
+    return measure(a, b)
+
+
 def test_sakura_slerp_recipe_runs_and_matches_mergekit(tmp_path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -73,7 +79,7 @@ def test_sakura_slerp_recipe_runs_and_matches_mergekit(tmp_path):
     assert ours.keys() == theirs.keys()
     for name in ours:
         assert ours[name].dtype == torch.float16
-        assert torch.equal(ours[name], theirs[name]), name
+        assert max_ulps(ours[name], theirs[name]) <= 1.0, name
 
     # the gradient really varies over depth: layer 0 self_attn is the base (t=0), layer 3 the other (t=1)
     model = AutoModelForCausalLM.from_pretrained(native.artifact)

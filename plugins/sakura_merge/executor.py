@@ -310,7 +310,11 @@ def run_native(
         return sum(models[m].tensors[n].nbytes for m, n in plans[i][0].inputs)
 
     def read_inputs(i: int) -> list[Any]:
-        return [reader.read(models[m].tensors[n]) for m, n in plans[i][0].inputs]
+        tensors = [reader.read(models[m].tensors[n]) for m, n in plans[i][0].inputs]
+        if not on_gpu:  # convert on the reader threads, overlapping the computation of earlier tensors
+            dtype = getattr(torch, plans[i][1])
+            tensors = [t.to(dtype) for t in tensors]
+        return tensors
 
     if on_gpu:
         torch.cuda.reset_peak_memory_stats()

@@ -121,6 +121,8 @@ def slerp(call: MergeCall):
 def slerp_tensors(t: float, v0: Any, v1: Any, dot_threshold: float = 0.9995, eps: float = 1e-8):
     import torch
 
+    if v0.dtype in (torch.float16, torch.bfloat16):
+        return _slerp_half(t, v0, v1, dot_threshold, eps)
     dtype = torch.float64 if v0.dtype == torch.float64 else torch.float32
     a = v0.reshape(1, -1)
     b = v1.reshape(1, -1)
@@ -153,6 +155,42 @@ def slerp_tensors(t: float, v0: Any, v1: Any, dot_threshold: float = 0.9995, eps
         y = b[:, start : start + _CHUNK_ELEMENTS].to(dtype)
         result[:, start : start + _CHUNK_ELEMENTS] = coef_a * x + coef_b * y
     return result.reshape(v0.shape)
+
+
+def _slerp_half(t: float, v0: Any, v1: Any, dot_threshold: float, eps: float):
+    """Half-precision inputs: mergekit's float32 arithmetic, operation for operation (so results are
+    bit-identical, even where the two terms cancel), but each input converted to float32 once instead of
+    once per pass, and the half result written chunk by chunk."""
+    import torch
+
+    shape = v0.shape
+    a = v0.reshape(1, -1).float()
+    b = v1.reshape(1, -1).float()
+    n = a.shape[1]
+    tt = torch.tensor([[t]], dtype=torch.float32, device=v0.device)
+    if not n:
+        return v0.clone()
+    step = _CHUNK_ELEMENTS
+    norm_a = torch.linalg.vector_norm(
+        torch.stack([torch.linalg.vector_norm(a[:, s : s + step], dim=1, keepdim=True) for s in range(0, n, step)]), dim=0
+    )
+    norm_b = torch.linalg.vector_norm(
+        torch.stack([torch.linalg.vector_norm(b[:, s : s + step], dim=1, keepdim=True) for s in range(0, n, step)]), dim=0
+    )
+    norm_a = torch.where(norm_a > eps, norm_a, 1)
+    norm_b = torch.where(norm_b > eps, norm_b, 1)
+    dot = torch.stack(
+        [((a[:, s : s + step] / norm_a) * (b[:, s : s + step] / norm_b)).sum(dim=1, keepdim=True) for s in range(0, n, step)]
+    ).sum(dim=0).clamp(-1, 1)
+    linear_mask = dot.abs() > dot_threshold
+    theta = torch.acos(torch.where(linear_mask, 0, dot))
+    sin_theta = torch.sin(theta)
+    coef_a = torch.where(linear_mask, 1 - tt, torch.sin((1 - tt) * theta) / sin_theta)
+    coef_b = torch.where(linear_mask, tt, torch.sin(tt * theta) / sin_theta)
+    out = torch.empty((1, n), dtype=v0.dtype, device=v0.device)
+    for s in range(0, n, step):
+        out[:, s : s + step] = coef_a * a[:, s : s + step] + coef_b * b[:, s : s + step]
+    return out.reshape(shape)
 
 
 class TaskArithmeticOptions(Options):
