@@ -219,3 +219,54 @@ def test_a_plugin_method_runs_natively(models, tmp_path):
     merged, a, b = load_tensors(out), load_tensors(Path(models["a"])), load_tensors(Path(models["b"]))
     name = "model.layers.0.self_attn.k_proj.weight"
     assert torch.equal(merged[name], torch.maximum(a[name], b[name]) * 2.0)
+
+
+def test_union_tokenizer_over_different_vocabularies_goes_through_mergekit(models, tmp_path):
+    from sakura_models.tiny import TinyOptions, generate_tiny_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    generate_tiny_model(TinyOptions(seed=5, vocab=600), tmp_path / "v600")
+    config = {"merge_method": "linear", "tokenizer_source": "union",
+              "models": [{"model": "a", "parameters": {"weight": 1.0}}, {"model": "v600", "parameters": {"weight": 1.0}}]}
+    metrics = merge(config, {**models, "v600": str(tmp_path / "v600")}, tmp_path / "out")
+    assert metrics["engine"] == "mergekit"
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "out")
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "out")
+    assert model.get_input_embeddings().weight.shape[0] == len(tokenizer) >= 600
+    assert (tmp_path / "out" / "generation_config.json").is_file()
+
+
+def test_pickled_weights_only_when_allowed(models, tmp_path):
+    import shutil
+
+    import torch
+    from sakura_merge.errors import MergeInputError
+
+    pickled = tmp_path / "pickled"
+    shutil.copytree(models["a"], pickled)
+    (pickled / "model.safetensors").unlink()
+    torch.save(load_tensors(Path(models["a"])), pickled / "pytorch_model.bin")
+    config = {"merge_method": "linear",
+              "models": [{"model": "p", "parameters": {"weight": 1.0}}, {"model": "b", "parameters": {"weight": 1.0}}]}
+    paths = {**models, "p": str(pickled)}
+    with pytest.raises(MergeInputError, match="only pickled .bin weights"):
+        merge(config, paths, tmp_path / "refused")
+    metrics = merge(config, paths, tmp_path / "allowed", allow_bin=True)
+    assert metrics["engine"] == "mergekit"
+    reference = merge(config, models | {"p": models["a"]}, tmp_path / "reference")
+    assert reference["engine"] == "native"
+    ours, theirs = load_tensors(tmp_path / "allowed"), load_tensors(tmp_path / "reference")
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
+@pytest.mark.skipif("not __import__('torch').cuda.is_available()", reason="needs a CUDA GPU")
+def test_gpu_matches_cpu(models, tmp_path):
+    import torch
+
+    config = CASES["slerp-bf16-inputs"][1]
+    gpu = merge(config, models, tmp_path / "gpu", device="cuda")
+    merge(config, models, tmp_path / "cpu", device="cpu")
+    assert gpu["device"] == "cuda" and gpu["peak_gpu_bytes"] > 0
+    a, b = load_tensors(tmp_path / "gpu"), load_tensors(tmp_path / "cpu")
+    for name in a:
+        assert max_ulps(a[name], b[name]) <= 1.0, name

@@ -25,7 +25,7 @@ from sakura_merge.inputs import ITEMSIZE, ST_CODES, Layout, OutTensor, TensorInf
 from sakura_merge.methods import MergeCall, MergeMethod
 from sakura_merge.params import build_options, parameter_names, resolve
 
-PREFETCH_BYTES = 256 * 2**20  # input bytes read ahead of the computation
+PREFETCH_BYTES = 192 * 2**20  # input bytes read ahead of the computation
 PREFETCH_TENSORS = 16
 TOKENIZER_FILES = (
     "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json", "tokenizer.model", "added_tokens.json",
@@ -147,43 +147,68 @@ def _numel(shape: tuple[int, ...]) -> int:
 
 
 class BackgroundWriter:
-    """Runs ``ShardWriter.write`` on its own thread (device-to-host copies and disk writes overlap compute)."""
+    """Runs ``ShardWriter.write`` on its own thread (device-to-host copies and disk writes overlap compute).
 
-    def __init__(self, writer: ShardWriter, depth: int = 8):
+    At most ``max_bytes`` of results wait in the queue (one larger result may wait alone), so host memory
+    stays bounded whatever the model size.
+    """
+
+    def __init__(self, writer: ShardWriter, max_bytes: int = 256 * 2**20):
         self.writer = writer
-        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.max_bytes = max_bytes
+        self.items: list = []
+        self.queued = 0
+        self.cond = threading.Condition()
         self.error: Optional[BaseException] = None
+        self.closed = False
         self.thread = threading.Thread(target=self._loop, name="sakura-merge-writer", daemon=True)
         self.thread.start()
 
     def _loop(self) -> None:
         while True:
-            item = self.queue.get()
-            if item is None:
-                return
-            if self.error is not None:
-                continue
-            index, tensor = item
+            with self.cond:
+                while not self.items and not self.closed:
+                    self.cond.wait()
+                if not self.items:
+                    return
+                index, tensor, nbytes = self.items.pop(0)
             try:
-                self.writer.write(index, tensor.to("cpu") if tensor.device.type != "cpu" else tensor)
+                if self.error is None:
+                    self.writer.write(index, tensor.to("cpu") if tensor.device.type != "cpu" else tensor)
             except BaseException as exc:  # noqa: BLE001 - re-raised on the main thread
                 self.error = exc
+            del tensor
+            with self.cond:
+                self.queued -= nbytes
+                self.cond.notify_all()
 
     def put(self, index: int, tensor: Any) -> None:
-        if self.error is not None:
-            raise self.error
-        self.queue.put((index, tensor))
+        nbytes = tensor.numel() * tensor.element_size()
+        with self.cond:
+            while self.queued and self.queued + nbytes > self.max_bytes and self.error is None:
+                self.cond.wait()
+            if self.error is not None:
+                raise self.error
+            self.items.append((index, tensor, nbytes))
+            self.queued += nbytes
+            self.cond.notify_all()
+
+    def _stop(self) -> None:
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
+        self.thread.join()
 
     def finish(self) -> None:
-        self.queue.put(None)
-        self.thread.join()
+        self._stop()
         if self.error is not None:
             raise self.error
         self.writer.close()
 
     def abort(self) -> None:
-        self.queue.put(None)
-        self.thread.join()
+        with self.cond:
+            self.items.clear()
+        self._stop()
         if self.writer._file is not None:
             self.writer._file.close()
 

@@ -203,7 +203,10 @@ def check_architectures(models: dict[str, ModelInputs], order: list[str]) -> Non
                 raise MergeInputError(f"models {first.name} and {other.name} differ in {key}: {a} vs {b}")
 
 
-def plan_tensors(layout: Layout) -> list[OutTensor]:
+VOCAB_WORDS = (*PRE_WORDS, "lm_head", "output.weight")
+
+
+def plan_tensors(layout: Layout, vocab_may_differ: bool = False) -> list[OutTensor]:
     models = layout.models
     out: list[OutTensor] = []
     first_slice, last_slice = layout.slices[0], layout.slices[-1]
@@ -220,7 +223,7 @@ def plan_tensors(layout: Layout) -> list[OutTensor]:
     def add(out_name: str, names: list[tuple[str, str]], slice_index: int, t: float) -> None:
         infos = [tensor(m, n, out_name) for m, n in names]
         for (m, n), info in zip(names[1:], infos[1:]):
-            if info.shape != infos[0].shape:
+            if info.shape != infos[0].shape and not (vocab_may_differ and any(w in out_name for w in VOCAB_WORDS)):
                 raise MergeInputError(
                     f"tensor {out_name}: shape {list(infos[0].shape)} in model {names[0][0]} "
                     f"but {list(info.shape)} in model {m}"
@@ -276,7 +279,9 @@ def plan_tensors(layout: Layout) -> list[OutTensor]:
     return out
 
 
-def check_inputs(config: MergeConfig, paths: dict[str, str]) -> Layout:
+def check_inputs(config: MergeConfig, paths: dict[str, str], vocab_may_differ: bool = False) -> Layout:
+    """Load every model's config and tensor index; plan the output tensors (``vocab_may_differ``: mergekit
+    will build a union tokenizer, so embedding rows may differ between models)."""
     from sakura_merge.config import model_references
 
     refs = model_references(config)
@@ -290,7 +295,7 @@ def check_inputs(config: MergeConfig, paths: dict[str, str]) -> Layout:
     layout = Layout(models, normalize_slices(config, models))
     layout._donor = config.base_model or order[0]
     if not any(m.bin_only for m in models.values()):
-        layout.tensors = plan_tensors(layout)
+        layout.tensors = plan_tensors(layout, vocab_may_differ)
     return layout
 
 

@@ -63,11 +63,12 @@ def execute_merge(
 
     started = time.monotonic()
     out_dir = Path(out_dir)
-    inputs = check_inputs(config, paths)  # every user mistake about the models, before any work
+    engine, why = choose_engine(config, method, paths)
+    vocab_merge = engine == "mergekit" and (config.tokenizer is not None or bool(config.tokenizer_source))
+    inputs = check_inputs(config, paths, vocab_merge)  # every user mistake about the models, before any work
     from sakura_merge.executor import check_method_inputs
 
     check_method_inputs(method, config.merge_method, inputs)
-    engine, why = choose_engine(config, method, paths)
     device = resolve_device(config.device)
     if engine == "native":
         from sakura_merge.executor import run_native
@@ -79,6 +80,11 @@ def execute_merge(
         log(f"running through mergekit's executor ({why})")
         metrics = run_mergekit(config, paths, out_dir, device)
     fix_output_config(config, inputs, out_dir)
+    donor_generation = inputs.models[inputs.donor].path / "generation_config.json"
+    if not (out_dir / "generation_config.json").exists() and donor_generation.is_file():
+        import shutil
+
+        shutil.copy(donor_generation, out_dir / "generation_config.json")  # mergekit skips it when it builds a tokenizer
     write_record(config, out_dir, record_names or {}, engine)
     metrics.update(engine=engine, device=device, seconds=round(time.monotonic() - started, 3))
     return metrics
