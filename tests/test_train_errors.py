@@ -135,3 +135,12 @@ def test_qlora_without_cuda_is_a_clear_error(tmp_path):
     path = write_recipe(tmp_path, DPO.replace("dropout = 0.0,", 'dropout = 0.0, quantize = "4bit",'))
     result = run(path)
     _assert_failed_cleanly(result, "dpo", 'lora.quantize = "4bit" (QLoRA) needs a CUDA GPU')
+
+
+def test_tensorboard_asked_but_not_installed(tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX"):
+        pytest.skip("tensorboard is installed here")
+    result = run(write_recipe(tmp_path, DPO), ['stages.dpo.args.report_to=["tensorboard"]'])
+    _assert_failed_cleanly(result, "dpo", "tensorboard, which is not installed (pip install tensorboard)")

@@ -16,7 +16,6 @@ from sakura_core.errors import OptionError, did_you_mean
 # Keys sakura sets itself: a recipe setting them would break the stage's contract with the store.
 RESERVED_ARGS = {
     "output_dir": "set by sakura: checkpoints live in the stage's work area",
-    "logging_dir": "set by sakura",
     "resume_from_checkpoint": "set by sakura: a re-run resumes from the stage's last checkpoint",
     "overwrite_output_dir": "set by sakura",
 }
@@ -41,14 +40,19 @@ class Trainer:
     """One trainer kind. ``build`` is imported lazily: ``"module:function"``."""
 
     name: str
-    config_class: str  # key in trl_config_fields.json and attribute of trl
-    trainer_class: str  # attribute of trl
+    config_class: str  # attribute of trl (and key of trl_config_fields.json), or "package.module:Class"
+    trainer_class: str  # attribute of trl, or "package.module:Class"
     columns: tuple[str, ...]  # columns every training row must have
     defaults: dict[str, Any] = field(default_factory=dict)  # sakura's defaults, under the recipe's args
     preference: bool = False  # uses a reference model (DPO-like): reference cache applies
     version: str = "1"
+    # Field name -> accepted value kinds ("bool", "int", "float", "str", "list", "dict", "null", "any").
+    # None: read trl's config class from sakura's snapshot (a third-party trainer passes its own).
+    fields: dict[str, list[str]] | None = None
 
     def config_fields(self) -> dict[str, list[str]]:
+        if self.fields is not None:
+            return self.fields
         from sakura_trl.snapshot import load_snapshot
 
         return load_snapshot()["configs"][self.config_class]
