@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import textwrap
 from pathlib import Path
@@ -98,7 +99,11 @@ def test_orca_demo_data_through_engine(tmp_path, tiny_model):
     # unchanged: cached; a same-size edit of the data file runs it again (fingerprint by content)
     assert run(recipe).outcome("data").status == "cached"
     path = tmp_path / "data" / "tiny_orca.jsonl"
+    before = path.stat().st_mtime_ns
     path.write_text(path.read_text().replace("Paris", "PARIS"))
+    # sakura_core.hashing memoises file hashes per (path, size, mtime) within a process; on a coarse
+    # filesystem clock an edit this fast can keep the old mtime, which a real edit never does
+    os.utime(path, ns=(before + 2_000_000_000, before + 2_000_000_000))
     again = run(recipe)
     assert again.outcome("data").status == "ran"
     assert again.outcome("data").artifact != result.outcome("data").artifact
@@ -390,3 +395,23 @@ def test_a_new_adapter_is_one_small_plugin(tmp_path):
     assert run(recipe).outcome("data").status == "cached"
     plugin.write_text(plugin.read_text().replace('"commented out"', '"comment"'))
     assert run(recipe).outcome("data").status == "ran"
+
+
+def test_rows_are_written_in_the_exact_shuffled_order_across_buckets(tmp_path, monkeypatch):
+    """The bounded-memory writer: several input files, several buckets, repeated rows (weights)."""
+    import datasets
+    import numpy as np
+
+    import sakura_data.build as build
+
+    files = []
+    for f in range(3):
+        part = datasets.Dataset.from_dict({"x": list(range(f * 10, f * 10 + 10)), "y": [str(i) for i in range(10)]})
+        path = tmp_path / f"part{f}.arrow"
+        part.map(lambda b: b, batched=True, batch_size=4, cache_file_name=str(path))
+        files.append(str(path))
+    order = np.random.default_rng(0).permutation(np.concatenate([np.arange(30), np.arange(5, 12)]))
+    monkeypatch.setattr(build, "BUCKET_ROWS", 4)
+    got = [v for table in build.ordered_buckets(files, order, ["x"], tmp_path) for v in table.column("x").to_pylist()]
+    assert got == order.tolist()
+    assert not list(tmp_path.glob(".bucket-*"))

@@ -82,3 +82,49 @@ def test_hub_dataset_missing_column_and_unknown_repo(hub, tmp_path):
         "stage data: source 0 (nobody/nothing, adapter orca): cannot load Hub dataset: DatasetNotFoundError: "
         "Dataset 'nobody/nothing' doesn't exist on the Hub"
     ) in done.stderr
+
+
+def test_hub_dataset_subset_and_split(hub, tmp_path):
+    """``subset`` picks a config declared in the dataset card, ``split`` one of its splits."""
+    readme = textwrap.dedent("""
+        ---
+        configs:
+        - config_name: orca
+          data_files:
+          - split: train
+            path: orca/train.jsonl
+        - config_name: math
+          data_files:
+          - split: train
+            path: math/train.jsonl
+          - split: test
+            path: math/test.jsonl
+        ---
+        # mixed preference data
+        """).lstrip()
+    math_lines = (FIXTURES / "distilabel_math_preference_dpo.sample.jsonl").read_text().splitlines(keepends=True)
+    hub.seed_repo(
+        "someone/mixed",
+        {
+            "README.md": readme.encode(),
+            "orca/train.jsonl": ORCA.read_bytes(),
+            "math/train.jsonl": "".join(math_lines[:5]).encode(),
+            "math/test.jsonl": "".join(math_lines[5:]).encode(),
+        },
+        repo_type="dataset",
+    )
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(textwrap.dedent("""
+        name = "t"
+        [stages.data]
+        kind = "dataset"
+        sources = [
+          { adapter = "math", path = "someone/mixed", subset = "math", split = "test" },
+          { adapter = "orca", path = "someone/mixed", subset = "orca" },
+        ]
+        shuffle = false
+        """))
+    out = run_json(hub, recipe)
+    stats = json.loads((Path(out["stages"][0]["artifact"]) / "stats.json").read_text())
+    assert [s["rows_in"] for s in stats["sources"]] == [3, 2]
+    assert stats["rows"] == {"train": 5}

@@ -8,6 +8,7 @@ indices are held in memory, so peak memory does not grow with the number of rows
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import json
 import logging
@@ -26,7 +27,8 @@ from sakura_data.stage import locate
 
 PERCENTILES = (50, 90, 95, 99)
 HELPER_COLUMNS = ("_drop", "_key", "_prompt_len", "_len")
-PARALLEL_MIN_ROWS = 20_000  # below this, worker start-up costs more than it saves
+PARALLEL_MIN_ROWS = 20_000
+BUCKET_ROWS = 50_000  # rows of the output put in order in memory at a time  # below this, worker start-up costs more than it saves
 
 
 # -- reading ---------------------------------------------------------------------------------------
@@ -319,10 +321,8 @@ def build_dataset(ctx: StageContext) -> dict[str, Any]:
     # 1. read every source and check its columns before any processing
     raw = [load_source(s, i, ctx.recipe_dir, cache_dir) for i, s in enumerate(options.sources)]
     columns = [check_columns(data, s, i, a) for i, (s, a, data) in enumerate(zip(options.sources, adapters, raw))]
-    # 2. map + count tokens, per source; 3. drop reasons, dedup, weight / cap
-    mapped_parts, kept_parts, stats_sources = [], [], []
-    seen = np.empty(0, dtype=np.int64)
-    total_dropped: dict[str, int] = {}
+    # 2. map + count tokens, per source, and count the drop reasons
+    mapped_parts, keeps, reasons_per_source = [], [], []
     offset = 0
     for i, (source, adapter, data) in enumerate(zip(options.sources, adapters, raw)):
         with ctx.progress(f"source {i} {source.path}", total=len(data), unit="rows") as task:
@@ -332,49 +332,51 @@ def build_dataset(ctx: StageContext) -> dict[str, Any]:
             task.update(len(data))
         drop = mapped.data.column("_drop")
         reasons = {str(v["values"]): int(v["counts"]) for v in pc.value_counts(drop).to_pylist() if v["values"]}
-        keep = np.flatnonzero(pc.equal(drop, "").to_numpy(zero_copy_only=False))
+        keep = np.flatnonzero(pc.equal(drop, "").to_numpy(zero_copy_only=False)) + offset
         if keep.size == 0:
             raise StageError(
                 f"{describe(source, i)}: every one of its {len(data)} rows was dropped ({_reasons_text(reasons)})"
             )
-        duplicates = 0
-        if options.dedup:
-            keys = mapped.data.column("_key").to_numpy()[keep]
-            _, first = np.unique(keys, return_index=True)
-            first.sort()
-            fresh = first[~np.isin(keys[first], seen)]
-            duplicates = int(keep.size - fresh.size)
-            seen = np.union1d(seen, keys[fresh])
-            keep = keep[fresh]
-        after_filter = int(keep.size)
-        keep = _sample(keep, source, rng)
+        mapped_parts.append(mapped)
+        keeps.append(keep)
+        reasons_per_source.append(reasons)
+        offset += len(mapped)
+    combined = mapped_parts[0] if len(mapped_parts) == 1 else datasets.concatenate_datasets(mapped_parts)
+
+    # 3. dedup across sources (earlier rows win), then each source's weight / cap
+    if options.dedup:
+        keeps = dedup(keeps, combined)
+    kept_parts, stats_sources = [], []
+    total_dropped: dict[str, int] = {}
+    for i, (source, data, keep, reasons) in enumerate(zip(options.sources, raw, keeps, reasons_per_source)):
+        duplicates = len(data) - sum(reasons.values()) - int(keep.size)
         if duplicates:
             reasons["duplicate prompt"] = duplicates
         for reason, n in reasons.items():
             total_dropped[reason] = total_dropped.get(reason, 0) + n
+        sampled = _sample(keep, source, rng)
         stats_sources.append(
             {
                 "source": source.path,
                 "adapter": source.adapter,
                 "rows_in": len(data),
                 "dropped": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
-                "rows_kept": after_filter,
-                "rows_out": int(keep.size),
+                "rows_kept": int(keep.size),
+                "rows_out": int(sampled.size),
                 **({"weight": source.weight} if source.weight is not None else {}),
                 **({"max_rows": source.max_rows} if source.max_rows is not None else {}),
             }
         )
-        mapped_parts.append(mapped)
-        kept_parts.append(keep + offset)
-        offset += len(mapped)
+        kept_parts.append(sampled)
+    del keeps
 
     # 4. mix, shuffle, split (all as index arrays over memory-mapped tables), save
-    combined = mapped_parts[0] if len(mapped_parts) == 1 else datasets.concatenate_datasets(mapped_parts)
     order = np.concatenate(kept_parts)
+    del kept_parts
     if order.size == 0:
         raise StageError(f"every row was dropped ({_reasons_text(total_dropped)})")
     if options.shuffle:
-        order = rng.permutation(order)
+        rng.shuffle(order)
     test_n = 0
     if options.test_size is not None:
         test_n = int(round(options.test_size * order.size)) if isinstance(options.test_size, float) else options.test_size
@@ -387,12 +389,11 @@ def build_dataset(ctx: StageContext) -> dict[str, Any]:
     prompt_len = combined.data.column("_prompt_len").to_numpy()
     total_len = combined.data.column("_len").to_numpy()
     final_columns = [c for c in combined.column_names if c not in HELPER_COLUMNS]
-    result = datasets.DatasetDict(
-        {name: combined.select(idx).select_columns(final_columns) for name, idx in splits.items()}
-    )
+    files = [f["filename"] for part in mapped_parts for f in part.cache_files]
+    del combined, mapped_parts, raw, mapped, data, drop
+    gc.collect()  # close the memory maps: pages read so far leave this process
     with ctx.progress("saving", total=int(order.size), unit="rows") as task:
-        result.save_to_disk(str(ctx.output_dir / "dataset"))
-        task.update(int(order.size))
+        save_splits(files, splits, final_columns, ctx.output_dir / "dataset", task)
 
     tokens = None
     if tokenizer is not None:
@@ -437,6 +438,108 @@ def build_dataset(ctx: StageContext) -> dict[str, Any]:
         metrics["tokens_max"] = tokens["total"]["max"]
     metrics["dropped"] = stats["dropped"]
     return metrics
+
+
+def dedup(keeps: list[Any], combined: Any) -> list[Any]:
+    """Each source's kept row indices without rows whose prompt hash was seen earlier (in any source).
+
+    About 30 bytes per row at the peak (hashes, a stable argsort, a mask), freed on return.
+    """
+    import numpy as np
+
+    kept = np.concatenate(keeps)
+    keys = combined.data.column("_key").to_numpy()[kept]
+    by_key = np.argsort(keys, kind="stable")  # equal hashes keep their row order: the first one wins
+    sorted_keys = keys[by_key]
+    del keys
+    first = np.empty(sorted_keys.size, dtype=bool)
+    first[:1] = True
+    np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=first[1:])
+    del sorted_keys
+    unique = by_key[first]
+    del by_key, first
+    unique.sort()
+    bounds = np.cumsum([0] + [k.size for k in keeps])
+    cuts = np.searchsorted(unique, bounds)
+    return [kept[unique[cuts[i] : cuts[i + 1]]] for i in range(len(keeps))]
+
+
+def save_splits(files: list[str], splits: dict[str, Any], columns: list[str], out: Path, task: Any) -> None:
+    """Write the splits in ``save_to_disk``'s layout with memory that does not grow with the rows.
+
+    ``Dataset.save_to_disk`` on a shuffled selection gathers rows at random from memory-mapped tables, and
+    every page it touches stays resident in the process: it grows by the size of the data. Here the rows
+    are read sequentially (plain reads, not maps) and scattered into bucket files by output position, then
+    each bucket is put in order in memory and appended: two sequential passes, one bucket in memory.
+    The result loads with ``datasets.load_from_disk``.
+    """
+    import dataclasses
+
+    import datasets
+    from datasets.arrow_writer import ArrowWriter
+
+    out.mkdir(parents=True)
+    features = datasets.Dataset.from_file(files[0]).select_columns(columns).features
+    for name, order in splits.items():
+        (out / name).mkdir()
+        filename = "data-00000-of-00001.arrow"
+        writer = ArrowWriter(features=features, path=str(out / name / filename))
+        for table in ordered_buckets(files, order, columns, out / name):
+            writer.write_table(table)
+            task.advance(table.num_rows)
+        writer.finalize()
+        written = datasets.Dataset.from_file(str(out / name / filename))
+        state = {
+            key: written.__dict__[key]
+            for key in ("_fingerprint", "_format_columns", "_format_kwargs", "_format_type", "_output_all_columns")
+        }
+        state.update(_split=None, _data_files=[{"filename": filename}])
+        (out / name / datasets.config.DATASET_STATE_JSON_FILENAME).write_text(json.dumps(state, indent=2, sort_keys=True))
+        info = dataclasses.asdict(written._info)
+        (out / name / datasets.config.DATASET_INFO_FILENAME).write_text(json.dumps(dict(sorted(info.items())), indent=2))
+        del written
+    (out / datasets.config.DATASETDICT_JSON_FILENAME).write_text(json.dumps({"splits": list(splits)}))
+
+
+def ordered_buckets(files: list[str], order: Any, columns: list[str], tmp_dir: Path) -> Iterator[Any]:
+    """Tables of the rows ``order`` names (global row numbers over ``files``), in that order, a bucket at a time."""
+    import numpy as np
+    import pyarrow as pa
+
+    by_row = np.argsort(order, kind="stable")  # output positions, by the row they take
+    rows = order[by_row]
+    buckets = max(1, -(-order.size // BUCKET_ROWS))
+    paths = [tmp_dir / f".bucket-{b}.arrow" for b in range(buckets)]
+    writers: dict[int, Any] = {}
+    base = 0
+    try:
+        for file in files:
+            with pa.OSFile(file) as source:
+                for batch in pa.ipc.open_stream(source):
+                    lo, hi = np.searchsorted(rows, [base, base + batch.num_rows])
+                    if hi > lo:
+                        picked = batch.select(columns).take(pa.array(rows[lo:hi] - base))
+                        positions = by_row[lo:hi]
+                        bucket_of = positions // BUCKET_ROWS
+                        for b in np.unique(bucket_of):
+                            mask = bucket_of == b
+                            part = picked.filter(pa.array(mask)).append_column("_pos", pa.array(positions[mask]))
+                            if b not in writers:
+                                writers[b] = pa.ipc.new_stream(str(paths[b]), part.schema)
+                            writers[b].write_batch(part)
+                    base += batch.num_rows
+    finally:
+        for w in writers.values():
+            w.close()
+    del by_row, rows
+    for b, path in enumerate(paths):
+        if b not in writers:
+            continue
+        with pa.OSFile(str(path)) as source:
+            table = pa.ipc.open_stream(source).read_all()
+        path.unlink()
+        table = table.take(pa.array(np.argsort(table.column("_pos").to_numpy()))).drop_columns(["_pos"])
+        yield table.replace_schema_metadata(None)
 
 
 def _sample(keep: Any, source: SourceOptions, rng: Any) -> Any:
