@@ -8,7 +8,6 @@ import shutil
 import textwrap
 from pathlib import Path
 
-import pytest
 
 from sakura_core.engine import Engine
 from sakura_core.recipe import load_recipe
