@@ -20,7 +20,8 @@ pairs/s and tokens/s cover the training steps (first step start to train end); `
 stage: model load, tokenization, reference pass, training, saving. Tokens are the non-padding tokens of
 both sequences of each pair (2 x prompt + chosen + rejected), as trl counts them. MFU = (6 or 8, with a
 live reference forward) x params x tokens/s / peak FLOP/s (989 TFLOP/s bf16 on H100/H200; on CPU the
-fp32 matmul peak measured in the same process).
+fp32 matmul peak measured in the same process right after its run, so that load from other processes
+on a shared machine affects both sides; still, CPU MFU here is a rough figure).
 """
 
 from __future__ import annotations
@@ -240,7 +241,7 @@ def _result(train_s: float, tokens: float, pairs: int, params: int, live_ref: bo
 
     from sakura_trl.run import peak_flops
 
-    flops, source = peak_flops()
+    flops, source = peak_flops(seconds=0.5)
     tok_s = tokens / train_s
     factor = 8 if live_ref else 6
     if torch.cuda.is_available():
@@ -250,7 +251,7 @@ def _result(train_s: float, tokens: float, pairs: int, params: int, live_ref: bo
     return {
         "train_s": round(train_s, 3), "pairs_per_s": round(pairs / train_s, 3), "tokens_per_s": round(tok_s, 1),
         "mfu": round(factor * params * tok_s / flops, 4) if flops else None, "mfu_peak": source,
-        "peak_gib": round(peak, 3), "stage_s": round(stage_s, 2), "params": params, **extra,
+        "peak_gib": round(peak, 3), "stage_s": round(stage_s, 2), "params": params, "flops_factor": factor, **extra,
     }
 
 
@@ -302,6 +303,7 @@ def main() -> int:
         return 0
     shape = SHAPES[device]
     opts.repeat = opts.repeat or (1 if opts.gpu else 3)
+
     work = Path(tempfile.mkdtemp(prefix="sakura-bench-dpo-"))
     try:
         make_model(shape, work / "model", bf16=opts.gpu)

@@ -90,7 +90,8 @@ def train(spec: dict[str, Any], trainer_def: Any, report: Report, extra_callback
     peft_config = lora_config(options)
 
     cache = None
-    if trainer_def.preference and options.ref_cache and options.args.get("precompute_ref_log_probs", True):
+    if (trainer_def.preference and options.ref_cache and options.args.get("precompute_ref_log_probs", True)
+            and not options.args.get("sync_ref_model")):  # a synced reference changes during training
         from sakura_trl.refcache import RefCache
 
         args.precompute_ref_log_probs = True
@@ -443,7 +444,7 @@ def _strip_trl_patches(model: Any) -> None:
 
 
 # -- metrics ---------------------------------------------------------------------------------------
-def peak_flops() -> tuple[float, str]:
+def peak_flops(seconds: float = 0.2) -> tuple[float, str]:
     """Peak dense FLOP/s of the device: a table for known GPUs, a measured matmul for the CPU."""
     import torch
 
@@ -459,7 +460,7 @@ def peak_flops() -> tuple[float, str]:
     a, b = torch.randn(n, n), torch.randn(n, n)
     torch.mm(a, b)
     start, reps = time.perf_counter(), 0
-    while time.perf_counter() - start < 0.2:
+    while time.perf_counter() - start < seconds:
         torch.mm(a, b)
         reps += 1
     return 2 * n**3 * reps / (time.perf_counter() - start), "CPU fp32 matmul measured"
