@@ -27,6 +27,9 @@ SHAPES = {
     # ~201M parameters: hidden 1024, 12 layers, vocab 32000 (untied)
     "200m": dict(hidden_size=1024, intermediate_size=2816, num_hidden_layers=12, num_attention_heads=16,
                  num_key_value_heads=4, vocab_size=32000),
+    # twice the 200m model's layers (~336M parameters): time should roughly double, host memory stay flat
+    "400m": dict(hidden_size=1024, intermediate_size=2816, num_hidden_layers=24, num_attention_heads=16,
+                 num_key_value_heads=4, vocab_size=32000),
     # TinyLlama-1.1B's shape: 1.1B parameters
     "tinyllama": dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,
                       num_key_value_heads=4, vocab_size=32000),

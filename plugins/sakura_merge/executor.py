@@ -339,6 +339,8 @@ def run_native(
         if not on_gpu:  # convert on the reader threads, overlapping the computation of earlier tensors
             dtype = getattr(torch, plans[i][1])
             tensors = [t.to(dtype) for t in tensors]
+            if method.upcast_half and dtype in (torch.float16, torch.bfloat16):
+                tensors = [t.float() for t in tensors]
         return tensors
 
     if on_gpu:
@@ -356,7 +358,7 @@ def run_native(
                 in_flight -= input_bytes(i)
                 read_bytes += input_bytes(i)
                 dtype = getattr(torch, compute)
-                tensors = [t.to(device, non_blocking=True).to(dtype) for t in raw]
+                tensors = raw if not on_gpu else [t.to(device, non_blocking=True).to(dtype) for t in raw]
                 del raw
                 if compute not in FLOAT_DTYPES:
                     result = tensors[0]
@@ -372,7 +374,7 @@ def run_native(
                             f"merge method {config.merge_method} returned "
                             f"{getattr(result, 'shape', type(result).__name__)} for tensor {tensor.name}, expected {list(tensor.shape)}"
                         )
-                    result = result.to(getattr(torch, out))
+                    result = result.to(dtype).to(getattr(torch, out))
                 del tensors
                 background.put(i, result)
                 del result

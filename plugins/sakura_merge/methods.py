@@ -74,6 +74,10 @@ class MergeMethod:
     description: str = ""
     native: bool = True  # False: runs through mergekit's executor (the bridge)
     mergekit_name: Optional[str] = None  # the name mergekit knows the method by (bridge and comparisons)
+    # The function computes in float32 whatever the half input dtype, rounding its result to the input
+    # dtype: the executor may then hand it float32 copies of half inputs (made on the reader threads, in
+    # parallel with the computation) and round the result to the compute dtype itself.
+    upcast_half: bool = False
 
     def parameter_names(self) -> list[str]:
         return list(self.options.model_fields)
@@ -335,9 +339,9 @@ def passthrough(call: MergeCall):
 TA_PER_MODEL = ("weight", "density")
 
 NATIVE_METHODS: dict[str, MergeMethod] = {
-    "linear": MergeMethod(linear, LinearOptions, per_model=("weight",), required=("weight",),
+    "linear": MergeMethod(linear, LinearOptions, per_model=("weight",), required=("weight",), upcast_half=True,
                           description="weighted average of the models"),
-    "slerp": MergeMethod(slerp, SlerpOptions, required=("t",), base="required", min_models=2, max_models=2,
+    "slerp": MergeMethod(slerp, SlerpOptions, required=("t",), base="required", min_models=2, max_models=2, upcast_half=True,
                          description="spherical interpolation between the base and one other model"),
     "task_arithmetic": MergeMethod(_task_arithmetic(False, None), TaskArithmeticOptions, per_model=TA_PER_MODEL,
                                    per_model_scope="non_base", required=("weight",), base="required",
