@@ -16,10 +16,14 @@ def hash_json(value: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:FINGERPRINT_CHARS]
 
 
-def hash_file(path: Path, _cache: dict[tuple[str, int, int], str] = {}) -> str:  # noqa: B006
-    """sha256 of a file's bytes, memoised per (path, size, mtime) within the process."""
+def hash_file(path: Path, _cache: dict[tuple, str] = {}) -> str:  # noqa: B006
+    """sha256 of a file's bytes, memoised within the process.
+
+    The memo key includes the inode and ctime as well as size and mtime: an edit that keeps the size
+    and lands within the filesystem's mtime granularity still changes ctime (and a replace, the inode).
+    """
     stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    key = (str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
     if key not in _cache:
         digest = hashlib.sha256()
         with open(path, "rb") as fh:

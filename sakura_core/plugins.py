@@ -97,10 +97,19 @@ class Registry:
         return sorted(self.entries)
 
 
-def sakura_version() -> str:
-    from sakura_core import __version__
+def builtin_version(module: Any) -> str:
+    """sakura's version plus a hash of the plugin package's code, e.g. ``0.1.0+3f2a9c1d``.
 
-    return __version__
+    A version is part of every fingerprint; hashing the code means an edited built-in plugin (a fix to
+    the merge executor, say) never reuses artifacts its old code made, even before a release.
+    """
+    from sakura_core import __version__
+    from sakura_core.hashing import hash_file, hash_json
+
+    package_dir = Path(module.__file__).parent
+    files = sorted(p for p in package_dir.rglob("*") if p.is_file() and p.suffix in (".py", ".json", ".txt", ".jinja"))
+    digest = hash_json([[str(p.relative_to(package_dir)), hash_file(p)] for p in files])
+    return f"{__version__}+{digest[:8]}"
 
 
 class Plugins:
@@ -113,7 +122,8 @@ class Plugins:
         self._registries: dict[str, Registry] | None = None
         if builtins:
             for module_name in BUILTIN_PLUGINS:
-                self._add(_import_plugin(module_name, origin="builtin"), module_name, "builtin", sakura_version())
+                module = _import_plugin(module_name, origin="builtin")
+                self._add(module, module_name, "builtin", builtin_version(module))
         if entry_points:
             self._load_entry_points()
         self._check_pending()

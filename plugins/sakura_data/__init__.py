@@ -4,6 +4,13 @@ Third-party adapters subclass ``sakura_data.Adapter`` and register it from
 ``sakura_register_dataset_adapters``.
 """
 
-from sakura_data.adapters import Adapter, Skip, preference
-
 __all__ = ["Adapter", "Skip", "preference"]
+
+
+def __getattr__(name: str):
+    # Lazy, so that importing the plugin module (every CLI start) does not import pydantic models.
+    if name in __all__:
+        from sakura_data import adapters
+
+        return getattr(adapters, name)
+    raise AttributeError(name)
