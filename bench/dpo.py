@@ -149,8 +149,6 @@ def run_trl(config: str, shape: dict, work: Path, steps: int, gpu: bool) -> dict
     import trl
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
-    from sakura_trl.run import peak_flops
-
     class Clock(TrainerCallback):
         start = end = 0.0
 

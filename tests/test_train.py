@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from sakura_core.engine import Engine
-from sakura_core.errors import RecipeError
 from sakura_core.recipe import load_recipe
 
 TINY = "tiny:llama?layers=2&hidden=32&intermediate=64&heads=2&kv_heads=1"

@@ -24,8 +24,6 @@ class TrainStage(StageKind):
         except PluginError as exc:
             raise OptionError("trainer", str(exc)) from None
         trainer.check_args(options.args)
-        if options.lora is None and options.args.get("precompute_ref_log_probs") is False and False:
-            pass
         if options.launcher and options.launcher.config_file:
             path = env.recipe_dir / options.launcher.config_file
             if not path.is_file():

@@ -14,7 +14,7 @@ def main(spec_path: str) -> int:
     from accelerate import PartialState
 
     from sakura_core.plugins import Plugins
-    from sakura_trl.run import Report, train
+    from sakura_trl.run import train
 
     spec = json.loads(Path(spec_path).read_text())
     plugins = Plugins()
