@@ -12,7 +12,7 @@ from typing import Any
 
 from sakura_core.hashing import hash_json
 from sakura_core.recipe import ModelRef, Recipe, Stage
-from sakura_core.stage import SourceEnv
+from sakura_core.stage import CheckEnv, SourceEnv
 
 
 @dataclass
@@ -83,6 +83,7 @@ def build_plan(recipe: Recipe, env: SourceEnv, only_models: set[str] | None = No
         fingerprint, lineage = model.source.fingerprint(model.options, env)
         sources[alias] = SourceNode(model, fingerprint, {"name": alias, "kind": "model", "source": model.source_name, **lineage})
 
+    check_env = CheckEnv(plugins=recipe.plugins, recipe_dir=recipe.path.parent, names={*recipe.models, *recipe.stages})
     stages: dict[str, StageNode] = {}
     for name in execution_order(recipe):
         stage = recipe.stages[name]
@@ -96,7 +97,7 @@ def build_plan(recipe: Recipe, env: SourceEnv, only_models: set[str] | None = No
             "implementations": stage.kind.implementation_versions(stage.options, recipe.plugins),
             "options": stage.options.model_dump(mode="json"),
             "inputs": {key: inputs[ref] for key, ref in sorted(stage.references.items())},
-            "external": stage.kind.external_inputs(stage.options, recipe.path.parent),
+            "external": stage.kind.external_inputs(stage.options, check_env),
         }
         stages[name] = StageNode(stage, hash_json(material), kind_entry.plugin.name, inputs)
     return Plan(recipe, sources, stages)

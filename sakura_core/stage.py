@@ -54,7 +54,7 @@ class StageKind:
         Raise ``OptionError(key, message)`` with ``key`` relative to the stage table.
         """
 
-    def external_inputs(self, options: Any, recipe_dir: Path) -> dict[str, Any]:
+    def external_inputs(self, options: Any, env: CheckEnv) -> dict[str, Any]:
         """Fingerprint material for inputs outside the store (local data files by content, Hub revisions)."""
         return {}
 

@@ -334,12 +334,14 @@ def test_mixing_dedup_caps_weights_and_seeded_shuffle(tmp_path):
 def test_hub_source_is_recognised_and_fingerprinted_by_revision(tmp_path):
     from sakura_core.plugins import Plugins
     from sakura_data.options import DatasetOptions
+    from sakura_core.stage import CheckEnv
     from sakura_data.stage import DatasetStage, locate
 
     stage = DatasetStage()
     options = DatasetOptions(sources=[{"adapter": "orca", "path": "Intel/orca_dpo_pairs", "revision": "a" * 40}])
     assert locate(options.sources[0], tmp_path) == ("hub", None)
-    assert stage.external_inputs(options, tmp_path) == {
+    env = CheckEnv(plugins=Plugins(), recipe_dir=tmp_path, names=set())
+    assert stage.external_inputs(options, env) == {
         "sources[0]": {"hub": "Intel/orca_dpo_pairs", "revision": "a" * 40}
     }
     versions = stage.implementation_versions(options, Plugins())

@@ -65,12 +65,12 @@ class DatasetStage(StageKind):
         if len(formats) > 1:
             raise OptionError("sources", "cannot mix preference adapters and SFT adapters in one dataset stage")
 
-    def external_inputs(self, options: DatasetOptions, recipe_dir: Path) -> dict[str, Any]:
+    def external_inputs(self, options: DatasetOptions, env: CheckEnv) -> dict[str, Any]:
         from sakura_core.hashing import hash_path
 
         found: dict[str, Any] = {}
         for i, source in enumerate(options.sources):
-            where, path = locate(source, recipe_dir)
+            where, path = locate(source, env.recipe_dir)
             if where == "local":
                 found[f"sources[{i}]"] = {"content": hash_path(path)}
             elif where == "hub":

@@ -67,18 +67,11 @@ class PublishStage(StageKind):
     Options = PublishOptions
     produces = "publication"
 
-    def __init__(self) -> None:
-        # Publishers met by check(), for external_inputs(), which is not handed the plugin registry.
-        # One PublishStage is registered per plugin manager, so this never mixes two registries.
-        self._publishers: dict[str, Publisher] = {}
-
     def references(self, options: PublishOptions) -> dict[str, str]:
         return {"model": options.model}
 
     def check(self, options: PublishOptions, env: CheckEnv) -> None:
         publishers = env.plugins.publishers
-        if options.publisher in publishers:
-            self._publishers[options.publisher] = publishers.get(options.publisher)
         if options.publisher not in publishers:
             known = ", ".join(publishers.names()) or "none"
             raise OptionError(
@@ -88,11 +81,9 @@ class PublishStage(StageKind):
         publisher = get_publisher(env.plugins, options.publisher)
         publisher.check(publisher_options(publisher, options), env)
 
-    def external_inputs(self, options: PublishOptions, recipe_dir: Path) -> dict[str, Any]:
-        publisher = self._publishers.get(options.publisher)
-        if publisher is None:
-            return {}
-        return publisher.external_inputs(publisher_options(publisher, options), recipe_dir)
+    def external_inputs(self, options: PublishOptions, env: CheckEnv) -> dict[str, Any]:
+        publisher = get_publisher(env.plugins, options.publisher)
+        return publisher.external_inputs(publisher_options(publisher, options), env.recipe_dir)
 
     def implementation_versions(self, options: PublishOptions, plugins: Any) -> dict[str, str]:
         try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from sakura_core.errors import OptionError, PluginError
@@ -29,11 +28,11 @@ class TrainStage(StageKind):
             if not path.is_file():
                 raise OptionError("launcher.config_file", f"file not found: {path}")
 
-    def external_inputs(self, options: TrainOptions, recipe_dir: Path) -> dict[str, Any]:
+    def external_inputs(self, options: TrainOptions, env: CheckEnv) -> dict[str, Any]:
         if options.launcher and options.launcher.config_file:
             from sakura_core.hashing import hash_path
 
-            return {"launcher_config": hash_path(recipe_dir / options.launcher.config_file)}
+            return {"launcher_config": hash_path(env.recipe_dir / options.launcher.config_file)}
         return {}
 
     def implementation_versions(self, options: TrainOptions, plugins: Any) -> dict[str, str]:
