@@ -157,7 +157,7 @@ class StageContext:
     reporter: Reporter
     fingerprint: str
     lineage: list[dict[str, Any]]  # every upstream source and stage, oldest first
-    store: Store | None = None  # the run's artifact store, for stages that keep artifacts of their own (caches)
+    store: Store  # the run's artifact store, for stages that keep artifacts of their own (caches)
 
     @property
     def recipe_dir(self) -> Path:

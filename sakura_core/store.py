@@ -10,6 +10,9 @@ Layout under the store root (``.sakura/`` beside the recipe by default)::
 
 A directory rename is atomic, so an artifact is either wholly there or not at all: a run killed at any
 moment (even SIGKILL) leaves at most a ``tmp/`` entry, which no later run accepts and ``gc`` removes.
+
+Stages may keep side artifacts of their own (the reference log-prob cache). A side artifact's manifest
+lists ``kept_with``: the fingerprints it was computed from; ``gc`` keeps it while all of those are kept.
 """
 
 from __future__ import annotations
@@ -102,7 +105,8 @@ class Store:
                     removed.append(path)
         if keep is not None:
             for artifact in self.list():
-                if artifact.fingerprint not in keep:
+                kept_with = artifact.manifest.get("kept_with") or []
+                if artifact.fingerprint not in keep and not (kept_with and set(kept_with) <= keep):
                     shutil.rmtree(artifact.path, ignore_errors=True)
                     removed.append(artifact.path)
             work = self.root / "work"

@@ -209,3 +209,17 @@ def test_cache_ls_and_gc(write_recipe, sakura):
     assert "removed 2 entries" in sakura("cache", "gc", path, check=0).stdout  # the old 'side' and the stale tmp
     assert len(sakura("cache", "ls", path, check=0).stdout.splitlines()) == 5
     assert not stale.exists()
+
+
+def test_gc_keeps_side_artifacts_while_what_they_were_computed_from_is_kept(tmp_path):
+    from sakura_core.store import Store
+
+    store = Store(tmp_path)
+    for fingerprint, manifest in {
+        "model": {}, "data": {}, "other": {},
+        "ref-1": {"kept_with": ["model", "data"]},
+        "ref-2": {"kept_with": ["model", "other"]},
+    }.items():
+        store.commit(store.begin(fingerprint), fingerprint, manifest)
+    store.gc(keep={"model", "data"})
+    assert sorted(a.fingerprint for a in store.list()) == ["data", "model", "ref-1"]

@@ -109,7 +109,7 @@ class PublishStage(StageKind):
             out_dir=ctx.output_dir,
             load_reference=publisher.load_reference(popts, ctx.recipe_dir),
             card_options=options,
-            store_root=ctx.store.root if getattr(ctx, "store", None) is not None else ctx.output_dir.parent.parent,
+            store_root=ctx.store.root,
             recipe_dir=ctx.recipe_dir,
         )
         env = PublishEnv(recipe_dir=ctx.recipe_dir, log=ctx.log, progress=ctx.progress)

@@ -98,6 +98,8 @@ class RefCache:
                 "produces": "reference log-probs",
                 "fingerprint": self.key,
                 "key": self.material,
+                # sakura cache gc keeps this cache while the model and dataset it was computed from are kept
+                "kept_with": [self.material["reference_model"], self.material["dataset"]],
                 "rows": {p.stem: None for p in tmp.glob("*.safetensors")},
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }

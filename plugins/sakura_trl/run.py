@@ -61,7 +61,7 @@ def run_stage(ctx: StageContext) -> dict[str, Any]:
         "dataset_fingerprint": data_in.fingerprint,
         "output_dir": str(ctx.output_dir),
         "work_dir": str(ctx.work_dir),
-        "store_root": str(Path(ctx.work_dir).parent.parent),
+        "store_root": str(ctx.store.root),
         "recipe_dir": str(ctx.recipe_dir),
         "plugin_files": [info.origin[5:] for info in ctx.plugins.infos.values() if info.origin.startswith("file ")],
     }
@@ -238,7 +238,6 @@ def _check_columns(ds: Any, options: Any, trainer_def: Any) -> None:
 
 def build_config(trainer_def: Any, options: Any, output_dir: Path, has_eval: bool) -> Any:
     import torch
-    import trl
 
     config_cls = resolve(trainer_def.config_class)
     values = dict(trainer_def.defaults)
@@ -345,8 +344,6 @@ def resolve(name: str) -> Any:
 
 
 def trainer_class(trainer_def: Any, cache: Any) -> type:
-    import trl
-
     base = resolve(trainer_def.trainer_class)
 
     class SakuraTrainer(base):  # type: ignore[misc, valid-type]
