@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -13,21 +11,10 @@ from sakura_core.engine import Engine
 from sakura_core.errors import RecipeError
 from sakura_core.recipe import load_recipe
 
-REPO = Path(__file__).resolve().parent.parent
-FIXTURES = REPO / "tests" / "fixtures"
-ORCA = FIXTURES / "orca_dpo_pairs.sample.jsonl"
-MATH = FIXTURES / "distilabel_math_preference_dpo.sample.jsonl"
-SHAREGPT = FIXTURES / "sharegpt_conversations.sample.jsonl"
+from test_data import MATH, ORCA
+from test_data import write_recipe as recipe
 
 
-def recipe(tmp_path: Path, body: str, model: Path | None = None, files=()) -> Path:
-    (tmp_path / "data").mkdir(exist_ok=True)
-    for f in files:
-        shutil.copy(f, tmp_path / "data" / Path(f).name)
-    models = f'[models]\nsolar = "{model}"\n' if model else ""
-    path = tmp_path / "r.toml"
-    path.write_text(f'name = "t"\n{models}' + textwrap.dedent(body))
-    return path
 
 
 def stage(sources: str, extra: str = "") -> str:
