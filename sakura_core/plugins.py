@@ -11,10 +11,12 @@ every name is tied to the plugin that registered it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import importlib.util
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,7 +55,12 @@ class PluginInfo:
 
     name: str
     origin: str  # "builtin", "entry point <dist>", or "file <path>"
-    version: str
+    version_of: Callable[[], str] = field(repr=False, compare=False)
+
+    @functools.cached_property
+    def version(self) -> str:
+        # Computed on first use: `sakura validate` never needs one, and a built-in's hashes its code.
+        return self.version_of()
 
 
 @dataclass(frozen=True)
@@ -123,17 +130,18 @@ class Plugins:
         if builtins:
             for module_name in BUILTIN_PLUGINS:
                 module = _import_plugin(module_name, origin="builtin")
-                self._add(module, module_name, "builtin", builtin_version(module))
+                self._add(module, module_name, "builtin", functools.partial(builtin_version, module))
         if entry_points:
             self._load_entry_points()
         self._check_pending()
 
     # -- loading -------------------------------------------------------------------------------
-    def _add(self, module: Any, name: str, origin: str, version: str) -> None:
+    def _add(self, module: Any, name: str, origin: str, version: str | Callable[[], str]) -> None:
         if self.pm.has_plugin(name):
             raise PluginError(f"two plugins are named {name!r} ({self.infos[name].origin} and {origin})")
         self.pm.register(module, name=name)
-        self.infos[name] = PluginInfo(name, origin, version)
+        version_of = version if callable(version) else functools.partial(str, version)
+        self.infos[name] = PluginInfo(name, origin, version_of)
         self._registries = None  # refill on next use
 
     def _load_entry_points(self) -> None:

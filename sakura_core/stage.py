@@ -21,7 +21,9 @@ if TYPE_CHECKING:  # pragma: no cover
 class Options(BaseModel):
     """Base for every plugin's options model: unknown keys are errors, values are validated as given."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # defer_build: a schema is built on first validation, not at import; most models a CLI start imports
+    # (every merge method's, every adapter's) are never used by the recipe at hand.
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 @dataclass
