@@ -52,3 +52,18 @@ def test_hook_example_runs(hook, write_recipe, tiny_model_factory):
         path = write_recipe('[models]\nm = "tiny:llama?layers=1"\n[stages.size]\nkind = "count-params"\nmodel = "m"\n', plugin_files=())
         result = Engine(load_recipe(path, plugins=plugins)).run()
         assert result.ok and result.outcome("size").metrics["parameters"] > 1000
+
+
+def test_readme_recipe_is_valid(tmp_path):
+    """The recipe shown in the README validates as it is (saved beside the demo's data)."""
+    from sakura_core.recipe import load_recipe
+
+    readme = (DOC.parent.parent / "README.md").read_text()
+    block = re.search(r"```toml\n(name = .*?)```", readme, flags=re.S).group(1)
+    path = DOC.parent.parent / "recipes" / f".readme-check-{tmp_path.name}.toml"
+    try:
+        path.write_text(block)
+        recipe = load_recipe(path)
+    finally:
+        path.unlink(missing_ok=True)
+    assert list(recipe.stages) == ["merge", "data", "dpo", "publish"]
