@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from sakura_core.errors import SakuraError
 from sakura_core.hashing import hash_json
 from sakura_core.recipe import ModelRef, Recipe, Stage
 from sakura_core.stage import CheckEnv, SourceEnv
@@ -80,7 +81,12 @@ def build_plan(recipe: Recipe, env: SourceEnv, only_models: set[str] | None = No
     for alias, model in recipe.models.items():
         if only_models is not None and alias not in only_models:
             continue
-        fingerprint, lineage = model.source.fingerprint(model.options, env)
+        try:
+            fingerprint, lineage = model.source.fingerprint(model.options, env)
+        except SakuraError as exc:  # say which entry of the recipe it is about
+            error = SakuraError(f"{recipe.file}: models.{alias}: {exc}")
+            error.exit_code = exc.exit_code
+            raise error from None
         sources[alias] = SourceNode(model, fingerprint, {"name": alias, "kind": "model", "source": model.source_name, **lineage})
 
     check_env = CheckEnv(plugins=recipe.plugins, recipe_dir=recipe.path.parent, names={*recipe.models, *recipe.stages})

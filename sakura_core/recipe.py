@@ -114,7 +114,10 @@ def validate_recipe(
         except PluginError as exc:
             raise RecipeError(str(exc), file=file, key=join_key("plugins", i)) from None
 
-    models = {alias: _parse_model(alias, spec, plugins, file) for alias, spec in data.get("models", {}).items()}
+    source_env = CheckEnv(plugins=plugins, recipe_dir=path.parent, names=set())
+    models = {
+        alias: _parse_model(alias, spec, plugins, file, source_env) for alias, spec in data.get("models", {}).items()
+    }
     names = set(models)
     for name in stages_raw:
         if not NAME_RE.match(name):
@@ -143,7 +146,7 @@ def validate_recipe(
 
 
 # -- models ----------------------------------------------------------------------------------------
-def _parse_model(alias: str, spec: Any, plugins: Plugins, file: str) -> ModelRef:
+def _parse_model(alias: str, spec: Any, plugins: Plugins, file: str, env: CheckEnv) -> ModelRef:
     key = f"models.{alias}"
     if not NAME_RE.match(alias):
         raise RecipeError("model names are letters, digits, '_' and '-'", file=file, key=key)
@@ -170,6 +173,10 @@ def _parse_model(alias: str, spec: Any, plugins: Plugins, file: str) -> ModelRef
     else:
         raise RecipeError("must be a string or a table", file=file, key=key)
     options = _validate_options(source.Options, raw, file, key)
+    try:
+        source.check(options, env)
+    except OptionError as exc:
+        raise RecipeError(exc.detail, file=file, key=join_key(key, exc.key)) from None
     return ModelRef(alias=alias, source_name=source_name, source=source, options=options)
 
 

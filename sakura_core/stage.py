@@ -78,6 +78,9 @@ class ModelSource:
         """Turn the shorthand after ``name:`` (or the whole string) into an options dict."""
         raise NotImplementedError
 
+    def check(self, options: Any, env: CheckEnv) -> None:
+        """Cheap checks when the recipe loads (no network): raise ``OptionError(key, message)``."""
+
     def fingerprint(self, options: Any, env: SourceEnv) -> tuple[str, dict[str, Any]]:
         """``(fingerprint, lineage)`` without downloading weights; lineage is shown on model cards."""
         raise NotImplementedError

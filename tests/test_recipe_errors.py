@@ -87,3 +87,10 @@ def test_cli_prints_one_line_and_exits_2_without_traceback(write_recipe, sakura)
         assert result.stderr.strip() == "r.toml: stages.b.texx: unknown option (did you mean text?)"
         assert "Traceback" not in result.stderr + result.stdout
     assert not (path.parent / ".sakura").exists()  # nothing was started, nothing written
+
+
+def test_missing_local_model_is_a_recipe_error(write_recipe, sakura):
+    path = write_recipe('[models]\nbase = "./no-such-model"\n[stages.p]\nkind = "publish"\npublisher = "local"\nmodel = "base"\npath = "out"\n', plugin_files=())
+    for command in ("validate", "run"):
+        result = sakura(command, path, check=2)
+        assert result.stderr.strip() == f"r.toml: models.base: model directory {path.parent / 'no-such-model'} does not exist"

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sakura_core.errors import StageError
+from sakura_core.errors import OptionError, StageError
 from sakura_core.hashing import hash_path
-from sakura_core.stage import ModelSource, Options, SourceEnv
+from sakura_core.stage import CheckEnv, ModelSource, Options, SourceEnv
 
 
 class LocalOptions(Options):
@@ -24,6 +24,12 @@ class LocalSource(ModelSource):
     def resolve_path(self, options: LocalOptions, recipe_dir: Path) -> Path:
         path = Path(options.path).expanduser()
         return path if path.is_absolute() else (recipe_dir / path).resolve()
+
+    def check(self, options: LocalOptions, env: CheckEnv) -> None:
+        try:
+            check_model_dir(self.resolve_path(options, env.recipe_dir), options.allow_pickle)
+        except StageError as exc:
+            raise OptionError(None, str(exc)) from None
 
     def fingerprint(self, options: LocalOptions, env: SourceEnv) -> tuple[str, dict[str, Any]]:
         path = self.resolve_path(options, env.recipe_dir)
