@@ -85,6 +85,9 @@ def train(spec: dict[str, Any], trainer_def: Any, report: Report, extra_callback
     tokenizer = load_tokenizer(Path(spec["model_path"]), options.chat_template)
     train_ds, eval_ds = load_splits(Path(spec["dataset_copy"]), options, trainer_def)
     args = build_config(trainer_def, options, work_dir / "checkpoints", eval_ds is not None)
+    wanted, used = options.args.get("optim"), getattr(args.optim, "value", args.optim)
+    if wanted is not None and wanted != used:
+        report.log(f"optim {wanted} needs CUDA and bitsandbytes; using {used}, the same update")
     tb_dir = tensorboard_dir(args, work_dir)
     model = load_model(Path(spec["model_path"]), options, args)
     peft_config = lora_config(options)
@@ -258,6 +261,8 @@ def build_config(trainer_def: Any, options: Any, output_dir: Path, has_eval: boo
                      ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs")):
         if old in options.args and new not in options.args:
             values[new] = values.pop(old)
+    if "optim" in values:
+        values["optim"] = portable_optimizer(values["optim"], cuda)
     values["output_dir"] = str(output_dir)
     if not has_eval:
         values.setdefault("eval_strategy", "no")
@@ -265,6 +270,23 @@ def build_config(trainer_def: Any, options: Any, output_dir: Path, has_eval: boo
         return config_cls(**values)
     except (ValueError, TypeError) as exc:
         raise StageError(f"invalid trainer args: {str(exc).splitlines()[0]}") from None
+
+
+# bitsandbytes' paged optimizers keep the same 32-bit AdamW state as torch's, only paged out to CPU memory
+# under GPU pressure; without CUDA (or without bitsandbytes) the torch optimizer performs the same update, so a
+# recipe written for a GPU (Sakura-SOLAR's paged_adamw_32bit) still runs as written on a CPU machine.
+UNPAGED = {"paged_adamw_32bit": "adamw_torch", "paged_adamw": "adamw_torch"}
+
+
+def portable_optimizer(optim: Any, cuda: bool) -> Any:
+    """``optim`` as given, or its unpaged equivalent when bitsandbytes cannot run it here."""
+    if optim not in UNPAGED:
+        return optim
+    import importlib.util
+
+    if cuda and importlib.util.find_spec("bitsandbytes") is not None:
+        return optim
+    return UNPAGED[optim]
 
 
 def _has_liger() -> bool:
@@ -347,7 +369,14 @@ def trainer_class(trainer_def: Any, cache: Any) -> type:
     base = resolve(trainer_def.trainer_class)
 
     class SakuraTrainer(base):  # type: ignore[misc, valid-type]
-        """trl's trainer, plus: one clear line for unusable data, and the reference cache (DPO)."""
+        """trl's trainer, plus: one clear line for unusable data, the reference cache (DPO), LoRA on lm_head."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            from sakura_trl.lora_head import lora_head_allowed, route_head_through_adapter
+
+            with lora_head_allowed(base):
+                super().__init__(*args, **kwargs)
+            route_head_through_adapter(self.model)
 
         def _prepare_dataset(self, dataset: Any, processing_class: Any, args: Any, *rest: Any, **kwargs: Any) -> Any:
             out = super()._prepare_dataset(dataset, processing_class, args, *rest, **kwargs)
