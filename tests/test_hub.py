@@ -200,8 +200,14 @@ def test_bad_repo_id_and_refused_tokens(hub, tmp_path, store):
     done = hub.run("validate", str(bad))
     assert done.returncode == 2
     assert one_line_error(done).startswith("recipe.toml: stages.publish.repo_id: invalid Hub repo id 'tester//bad'")
-    done = hub.run("push", str(tmp_path), "--repo-id", "no-namespace")
-    assert done.returncode == 2 and "--repo-id: invalid Hub repo id 'no-namespace'" in one_line_error(done)
+    done = hub.run("push", str(tmp_path), "--repo-id", "-bad-")
+    assert done.returncode == 2 and "--repo-id: invalid Hub repo id '-bad-'" in one_line_error(done)
+    # A bare name goes to the token owner's namespace; a token the Hub refuses cannot say whose.
+    bare = write_recipe(tmp_path, extra='repo_id = "tiny"', name="bare.toml")
+    done, _ = run_json(hub, bare, store, token="hf_wrongTokenSECRET0000")
+    message = one_line_error(done)
+    assert "cannot tell whose namespace tiny goes to" in message and "HTTP 401" in message
+    assert "hf_wrongTokenSECRET0000" not in done.stdout + done.stderr
 
     recipe = write_recipe(tmp_path)
     for token, status in (("hf_wrongTokenSECRET0000", 401), (READ_TOKEN, 403)):

@@ -1,7 +1,8 @@
 """The ``hub`` publisher: one commit to a Hugging Face Hub model repo with the weights, config,
 tokenizer, model card, recipe and lineage file.
 
-Keys in the publish stage's table: ``repo_id`` (namespace/name), ``private`` (for a repo it creates; an
+Keys in the publish stage's table: ``repo_id`` (namespace/name, or a bare name: the token owner's
+namespace, so a shared recipe publishes to whoever runs it), ``private`` (for a repo it creates; an
 existing repo keeps its visibility), ``revision`` (a branch, created from main when missing) or
 ``create_pr`` (open a pull request instead of committing to main), ``retries`` and ``retry_wait`` for
 transient errors. The token comes from ``HF_TOKEN`` or the huggingface login and is never written anywhere.
@@ -26,19 +27,30 @@ TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
 
 
 class HubOptions(Options):
+    """``publisher = "hub"``: one commit to a Hugging Face Hub model repo (``HF_ENDPOINT`` selects another
+    server) with the token from ``HF_TOKEN`` or ``hf auth login``; an unchanged artifact makes no new commit."""
+
     repo_id: str
+    """Model repo to publish to, ``namespace/name``, created when missing; a bare ``name`` goes to the
+    namespace of the token's owner."""
     private: bool | None = None  # None: the Hub's default for a new repo; an existing repo is left as it is
+    """Visibility of a repo sakura creates; unset: the Hub's default. An existing repo keeps its visibility."""
     revision: str | None = None  # a branch to commit to (created from main when missing)
+    """Branch to commit to, created from ``main`` when missing; unset: ``main``."""
     create_pr: bool = False  # open a pull request with the commit instead of committing to the branch
+    """Open a pull request against ``main`` with the commit instead of committing to it (not with another
+    ``revision``)."""
     retries: int = Field(3, ge=1, le=20)  # attempts for transient errors (connection lost, 5xx, 429)
+    """Attempts in all (1: no retry) when the Hub fails transiently: lost connection, HTTP 408, 429 or 5xx."""
     retry_wait: float = Field(2.0, ge=0, le=300)  # seconds before the first retry; doubles each time
+    """Seconds to wait before the first retry; the wait doubles after each failed attempt."""
 
 
 class HubPublisher(Publisher):
     Options = HubOptions
 
     def check(self, options: HubOptions, env: CheckEnv | None = None) -> None:
-        problem = repo_id_problem(options.repo_id, need_namespace=True)
+        problem = repo_id_problem(options.repo_id)
         if problem:
             raise OptionError("repo_id", problem)
         if options.create_pr and options.revision not in (None, "main"):
@@ -51,19 +63,14 @@ class HubPublisher(Publisher):
         return {"endpoint": os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")}
 
     def load_reference(self, options: HubOptions, recipe_dir: Any) -> str:
-        return options.repo_id
+        return self._full_repo_id(options, self._token(options))
 
     def publish(self, bundle: Bundle, options: HubOptions, env: PublishEnv) -> dict[str, Any]:
-        from huggingface_hub import constants, get_token
+        from huggingface_hub import constants
 
         self.check(options)
-        if constants.HF_HUB_OFFLINE:
-            raise StageError(f"cannot publish {options.repo_id}: HF_HUB_OFFLINE is set (unset it to reach {constants.ENDPOINT})")
-        token = get_token()
-        if not token:
-            raise StageError(
-                f"no Hugging Face token to publish {options.repo_id}: set HF_TOKEN or run `hf auth login`"
-            )
+        token = self._token(options)
+        options = options.model_copy(update={"repo_id": self._full_repo_id(options, token)})
         endpoint = constants.ENDPOINT
         attempt, wait = 0, options.retry_wait
         while True:
@@ -87,6 +94,36 @@ class HubPublisher(Publisher):
                 env.log(f"transient error ({_describe(exc, status, token)}); retrying in {wait:g}s ({attempt}/{options.retries})")
                 time.sleep(wait)
                 wait *= 2
+
+    @staticmethod
+    def _token(options: HubOptions) -> str:
+        from huggingface_hub import constants, get_token
+
+        if constants.HF_HUB_OFFLINE:
+            raise StageError(f"cannot publish {options.repo_id}: HF_HUB_OFFLINE is set (unset it to reach {constants.ENDPOINT})")
+        token = get_token()
+        if not token:
+            raise StageError(
+                f"no Hugging Face token to publish {options.repo_id}: set HF_TOKEN or run `hf auth login`"
+            )
+        return token
+
+    @staticmethod
+    def _full_repo_id(options: HubOptions, token: str) -> str:
+        """``namespace/name``; a bare name goes to the token owner's namespace (what ``hf upload`` does)."""
+        if "/" in options.repo_id:
+            return options.repo_id
+        from huggingface_hub import HfApi, constants
+
+        try:
+            user = HfApi(token=token).whoami()["name"]
+        except Exception as exc:  # noqa: BLE001 - any failure to ask becomes one line
+            what = _describe(exc, _status(exc), token)
+            raise StageError(
+                f"cannot tell whose namespace {options.repo_id} goes to: the Hub at {constants.ENDPOINT} "
+                f"did not say who the token belongs to ({what}); give repo_id as 'namespace/name'"
+            ) from None
+        return f"{user}/{options.repo_id}"
 
     def _publish_once(self, bundle: Bundle, options: HubOptions, env: PublishEnv, token: str) -> dict[str, Any]:
         from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi

@@ -17,7 +17,7 @@ import click
 
 @click.command()
 @click.argument("artifact", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--repo-id", required=True, help="The Hub repo to publish to: namespace/name.")
+@click.option("--repo-id", required=True, help="The Hub repo to publish to: namespace/name, or a name in your own namespace.")
 @click.option("--private/--public", default=None, help="Visibility of a repo this creates (default: the Hub's).")
 @click.option("--revision", default=None, help="Commit to this branch (created from main when missing).")
 @click.option("--create-pr", is_flag=True, help="Open a pull request instead of committing to the branch.")
