@@ -416,3 +416,19 @@ def test_rows_are_written_in_the_exact_shuffled_order_across_buckets(tmp_path, m
     got = [v for table in build.ordered_buckets(files, order, ["x"], tmp_path) for v in table.column("x").to_pylist()]
     assert got == order.tolist()
     assert not list(tmp_path.glob(".bucket-*"))
+
+
+def test_orca_system_column_can_be_left_out(tmp_path):
+    """``system = false``: the prompt is the question alone, as in the Sakura-SOLAR runs."""
+    recipe = write_recipe(
+        tmp_path,
+        """
+        [stages.data]
+        kind = "dataset"
+        sources = [{ adapter = "orca", path = "data/tiny_orca.jsonl", system = false }]
+        """,
+        files=[TINY_ORCA],
+    )
+    data, _ = built(run(recipe))
+    assert any(r["system"] for r in rows_of(TINY_ORCA))
+    assert all([m["role"] for m in row["prompt"]] == ["user"] for row in data["train"])

@@ -79,15 +79,24 @@ def preference(user: Any, chosen: Any, rejected: Any, system: Any = None) -> dic
 
 
 # -- built-ins --------------------------------------------------------------------------------------
+class OrcaOptions(Options):
+    system: bool = True
+    """Put a non-empty ``system`` column first in the prompt (the Sakura-SOLAR runs left it out: ``false``)."""
+
+
 class OrcaAdapter(Adapter):
     """Intel/orca_dpo_pairs: system, question, chosen, rejected (``rejected`` starts with a space)."""
 
     description = "Intel/orca_dpo_pairs layout: system (optional), question, chosen, rejected"
+    Options = OrcaOptions
     columns = ("question", "chosen", "rejected")
-    optional_columns = ("system",)
 
-    def convert(self, row: dict[str, Any], options: Any) -> dict[str, Any]:
-        return preference(row["question"], row["chosen"], row["rejected"], row.get("system"))
+    def optional(self, options: OrcaOptions) -> list[str]:
+        return ["system"] if options.system else []
+
+    def convert(self, row: dict[str, Any], options: OrcaOptions) -> dict[str, Any]:
+        system = row.get("system") if options.system else None
+        return preference(row["question"], row["chosen"], row["rejected"], system)
 
 
 class MathOptions(Options):
