@@ -1,0 +1,163 @@
+"""The Sakura-SOLAR recipe family runs exactly as written, against stand-ins on the loopback Hub.
+
+Stand-in models and datasets are uploaded under the real Hub names. The models keep the real layer counts
+and architecture families (SOLAR: 48-layer Llama with grouped-query attention, Mistral-7B: 32-layer
+Mistral) and shrink only widths and vocabulary, so layer gradients and depth up-scaling mean what they
+mean on the real models. The recipe files are run unchanged; only HF_ENDPOINT and the store location
+(SAKURA_STORE, so nothing is written into the repository) come from the environment.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from hub_fixtures import REPO_ROOT, hub  # noqa: F401 - fixture
+
+RECIPES = REPO_ROOT / "recipes"
+FAMILY = ["sakura_solar_instruct", "sakura_solar_dpo_v1", "sakura_solar_dpo_v2", "solrca", "solrca_math_v1", "solrca_math", "dus_solar"]
+# (repo id, stand-in shape): SOLAR's 32 heads / 8 KV heads become 8 / 2, its width 4096 becomes 64.
+STAND_INS = {
+    "upstage/SOLAR-10.7B-Instruct-v1.0": dict(arch="llama", layers=48, heads=8, kv_heads=2, seed=1),
+    "VAGOsolutions/SauerkrautLM-SOLAR-Instruct": dict(arch="llama", layers=48, heads=8, kv_heads=2, seed=2),
+    "mistralai/Mistral-7B-v0.1": dict(arch="mistral", layers=32, heads=8, kv_heads=2, seed=3),
+}
+ORCA_ROWS = 20
+MATH_ROWS = 20
+
+
+def upload_model(hub, repo_id: str, shape: dict, where: Path) -> None:
+    from sakura_models.tiny import TinyOptions, generate_tiny_model
+
+    out = where / repo_id.replace("/", "--")
+    generate_tiny_model(TinyOptions(hidden=64, intermediate=128, vocab=512, **shape), out)
+    hub.seed_repo(repo_id, {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()})
+
+
+def orca_rows(n: int) -> bytes:
+    """Intel/orca_dpo_pairs' schema and file (orca_rlhf.jsonl); ``rejected`` starts with a space, as there."""
+    rng = random.Random(0)
+    rows = []
+    for i in range(n):
+        a, b = rng.randint(2, 99), rng.randint(2, 99)
+        rows.append({
+            "system": "You are an AI assistant. Think step by step." if i % 2 else "",
+            "question": f"Question {i}: what is {a} plus {b}? Explain briefly.",
+            "chosen": f"{a} plus {b} is {a + b}: adding the tens and then the ones gives {a + b}.",
+            "rejected": f" The answer is {a + b + rng.randint(1, 9)}.",
+        })
+    return "".join(json.dumps(r) + "\n" for r in rows).encode()
+
+
+def math_rows(n: int) -> bytes:
+    """argilla/distilabel-math-preference-dpo's schema, as the parquet file of its train split."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = random.Random(1)
+    rows = []
+    for i in range(n):
+        a, b = rng.randint(2, 12), rng.randint(2, 12)
+        rows.append({
+            "metadata": json.dumps({"length-input": 30, "rating-generations-1": 9.0, "rating-generations-2": 4.0}),
+            "instruction": f"Problem {i}: what is {a} times {b}?",
+            "chosen_response": f"{a} times {b} is {a * b}.",
+            "chosen_rating": 9.0,
+            "rejected_response": f"{a} times {b} is {a * b + 1}.",
+            "rejected_rating": 4.0,
+        })
+    buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows), buffer)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def solar_hub(hub, tmp_path):  # noqa: F811 - the fixture of the same name
+    for repo_id, shape in STAND_INS.items():
+        upload_model(hub, repo_id, shape, tmp_path / "stand-ins")
+    hub.seed_repo("Intel/orca_dpo_pairs", {"orca_rlhf.jsonl": orca_rows(ORCA_ROWS)}, repo_type="dataset")
+    hub.seed_repo(
+        "argilla/distilabel-math-preference-dpo",
+        {"data/train-00000-of-00001.parquet": math_rows(MATH_ROWS)},
+        repo_type="dataset",
+    )
+    return hub
+
+
+def run(hub, store: Path, *args: str) -> dict:
+    done = hub.run(*args, "--json", SAKURA_STORE=str(store))
+    assert done.returncode == 0, done.stdout + done.stderr
+    return json.loads(done.stdout[done.stdout.index("{"):])
+
+
+def statuses(out: dict) -> dict[str, str]:
+    return {s["name"]: s["status"] for s in out["stages"]}
+
+
+def test_every_recipe_of_the_family_validates():
+    from sakura_core.recipe import load_recipe
+
+    for stem in FAMILY:
+        recipe = load_recipe(RECIPES / f"{stem}.toml")
+        assert recipe.stages["publish"].options.publisher == "hub"
+
+
+def test_solrca_math_runs_as_written_and_the_family_shares_artifacts(solar_hub, tmp_path):
+    hub, store = solar_hub, tmp_path / "store"
+    assert "solrca_math" in FAMILY and (RECIPES / "solrca_math.toml").read_text().count("127.0.0.1") == 0
+
+    out = run(hub, store, "run", "recipes/solrca_math.toml")
+    assert statuses(out) == {"merge": "ran", "data": "ran", "dpo": "ran", "publish": "ran"}
+    stages = {s["name"]: s for s in out["stages"]}
+
+    merged = json.loads((Path(stages["merge"]["artifact"]) / "config.json").read_text())
+    assert merged["num_hidden_layers"] == 48 and merged["architectures"] == ["LlamaForCausalLM"]
+
+    stats = json.loads((Path(stages["data"]["artifact"]) / "stats.json").read_text())
+    assert [s["source"] for s in stats["sources"]] == ["Intel/orca_dpo_pairs", "argilla/distilabel-math-preference-dpo"]
+    assert stages["data"]["metrics"]["rows_train"] == ORCA_ROWS + MATH_ROWS
+
+    adapter = json.loads((Path(stages["dpo"]["artifact"]) / "adapter" / "adapter_config.json").read_text())
+    assert set(adapter["target_modules"]) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head"}
+    assert (adapter["r"], adapter["lora_alpha"], adapter["lora_dropout"]) == (16, 16, 0.05)
+    from safetensors.torch import load_file
+
+    weights = load_file(Path(stages["dpo"]["artifact"]) / "adapter" / "adapter_model.safetensors")
+    head_b = [w for name, w in weights.items() if "lm_head" in name and "lora_B" in name]
+    assert head_b and head_b[0].abs().sum() > 0  # LoRA B starts at zero: the head's adapter was trained
+    dpo = stages["dpo"]["metrics"]
+    assert dpo["steps"] == 2  # 40 pairs at an effective batch of 32 (2 x 16), one epoch
+
+    published = hub.files("tester/Sakura-SOLRCA-Math-Instruct-DPO-v2")
+    assert {"config.json", "README.md", "sakura-lineage.json"} <= set(published)
+    assert any(name.endswith(".safetensors") for name in published)
+    card = published["README.md"].decode()
+    assert "upstage/SOLAR-10.7B-Instruct-v1.0" in card and "Intel/orca_dpo_pairs" in card
+
+    # v1 differs only in its LoRA targets: the merge, the data and the reference log-probs are shared.
+    out = run(hub, store, "run", "recipes/solrca_math_v1.toml")
+    assert statuses(out) == {"merge": "cached", "data": "cached", "dpo": "ran", "publish": "ran"}
+    assert {s["name"]: s for s in out["stages"]}["dpo"]["metrics"]["ref_cache_hit"] is True
+
+    # The merge alone, published: nothing is merged again.
+    out = run(hub, store, "run", "recipes/sakura_solar_instruct.toml")
+    assert statuses(out) == {"merge": "cached", "publish": "ran"}
+    assert any(name.endswith(".safetensors") for name in hub.files("tester/Sakura-SOLAR-Instruct"))
+
+    # The other variants: the merge is already there; only their own data and training would run.
+    for stem in ("sakura_solar_dpo_v1", "sakura_solar_dpo_v2", "solrca"):
+        plan = run(hub, store, "plan", f"recipes/{stem}.toml")
+        assert {s["stage"]: s["status"] for s in plan["stages"]}["merge"] == "cached", stem
+
+
+def test_dus_solar_up_scales_mistral_to_48_layers(solar_hub, tmp_path):
+    out = run(solar_hub, tmp_path / "store", "run", "recipes/dus_solar.toml")
+    merge = {s["name"]: s for s in out["stages"]}["merge"]
+    config = json.loads((Path(merge["artifact"]) / "config.json").read_text())
+    assert (config["num_hidden_layers"], config["architectures"]) == (48, ["MistralForCausalLM"])
+    published = json.loads(solar_hub.files("tester/DUS-Mistral-7B-48L")["config.json"])
+    assert published["num_hidden_layers"] == 48
