@@ -31,11 +31,15 @@ class Task:
             self.total = total
         self.reporter._task_updated(self)
 
+    def close(self) -> None:
+        """Remove the bar (also done on leaving a ``with`` block)."""
+        self.reporter._task_done(self)
+
     def __enter__(self) -> Task:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.reporter._task_done(self)
+        self.close()
 
 
 class Reporter:

@@ -122,3 +122,32 @@ def test_gradient_endpoints_pick_each_model(tmp_path, tiny_model_factory):
     assert torch.equal(merged[name0], tb[name0])
     assert torch.allclose(merged[name3], ta[name3], atol=1e-6)
     assert json.loads((out / "config.json").read_text())["num_hidden_layers"] == 4
+
+
+def test_every_progress_bar_of_a_merge_is_closed(tmp_path, tiny_model_factory):
+    """The live view drops a step's bar when the step ends: none is left behind after the merge."""
+    from sakura_core.progress import Reporter
+    from sakura_merge.config import MergeConfig
+    from sakura_merge.methods import builtin_methods
+    from sakura_merge.runner import execute_merge
+
+    class Recorder(Reporter):
+        def __init__(self):
+            self.open: set[str] = set()
+
+        def _task_started(self, task):
+            self.open.add(task.description)
+
+        def _task_updated(self, task):
+            pass
+
+        def _task_done(self, task):
+            self.open.discard(task.description)
+
+    reporter = Recorder()
+    config = MergeConfig.model_validate({"merge_method": "linear", "models": [{"model": "a", "parameters": {"weight": 1.0}}]})
+    out = tmp_path / "out"
+    out.mkdir()
+    execute_merge(config, builtin_methods()["linear"], {"a": str(tiny_model_factory(seed=1))}, out,
+                  progress=lambda description, total: reporter.task(description, total))
+    assert reporter.open == set()
