@@ -432,3 +432,22 @@ def test_orca_system_column_can_be_left_out(tmp_path):
     data, _ = built(run(recipe))
     assert any(r["system"] for r in rows_of(TINY_ORCA))
     assert all([m["role"] for m in row["prompt"]] == ["user"] for row in data["train"])
+
+
+def test_a_weighted_source_left_empty_by_dedup_adds_nothing(tmp_path):
+    shutil.copy(TOXIC, tmp_path / "copy.jsonl")
+    recipe = write_recipe(
+        tmp_path,
+        f"""
+        [stages.data]
+        kind = "dataset"
+        sources = [
+          {{ adapter = "toxic", path = "data/{TOXIC.name}" }},
+          {{ adapter = "toxic", path = "copy.jsonl", weight = 2.0 }},
+        ]
+        """,
+        files=[TOXIC],
+    )
+    data, stats = built(run(recipe))
+    assert len(data["train"]) == len(rows_of(TOXIC))
+    assert [s["rows_out"] for s in stats["sources"]] == [len(rows_of(TOXIC)), 0]

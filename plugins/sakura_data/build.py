@@ -549,7 +549,7 @@ def _sample(keep: Any, source: SourceOptions, rng: Any) -> Any:
     n = keep.size
     if source.max_rows is not None and n > source.max_rows:
         return np.sort(rng.choice(keep, source.max_rows, replace=False))
-    if source.weight is not None:
+    if source.weight is not None and n > 0:  # nothing left to weight: the empty source stays empty
         target = int(round(source.weight * n))
         repeats, rest = divmod(target, n)
         parts = [keep] * repeats + [np.sort(rng.choice(keep, rest, replace=False))]
