@@ -228,6 +228,13 @@ def test_max_lengths_reach_the_trainer(tmp_path):
     opts = TrainOptions(model="m", dataset="d", args={"max_length": 77, "truncation_mode": "keep_start"})
     assert build_config(DPO_TRAINER, opts, tmp_path, False).max_length == 77
     assert build_config(SFT_TRAINER, opts, tmp_path, False).max_length == 77
+    # No args.max_length: the limit the dataset stage filtered with, not trl's default of 1024.
+    bare = TrainOptions(model="m", dataset="d")
+    assert build_config(DPO_TRAINER, bare, tmp_path, False, data_max_length=300).max_length == 300
+    assert build_config(DPO_TRAINER, opts, tmp_path, False, data_max_length=300).max_length == 77
+    # A named eval split is evaluated (each epoch) unless args.eval_strategy says otherwise.
+    assert build_config(DPO_TRAINER, bare, tmp_path, True).eval_strategy == "epoch"
+    assert build_config(DPO_TRAINER, bare, tmp_path, False).eval_strategy == "no"
 
     # Through the engine: every step's sequences are cut to max_length (2 pairs x 2 sequences x 60 tokens).
     long = run(write_recipe(tmp_path, DPO), ["stages.dpo.args.max_length=60"])

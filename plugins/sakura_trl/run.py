@@ -59,6 +59,7 @@ def run_stage(ctx: StageContext) -> dict[str, Any]:
         "dataset_path": str(data_in.path),
         "dataset_copy": str(working_copy(data_in.path, ctx.work_dir)),
         "dataset_fingerprint": data_in.fingerprint,
+        "dataset_max_length": dataset_max_length(data_in.path),
         "output_dir": str(ctx.output_dir),
         "work_dir": str(ctx.work_dir),
         "store_root": str(ctx.store.root),
@@ -84,7 +85,7 @@ def train(spec: dict[str, Any], trainer_def: Any, report: Report, extra_callback
     work_dir = Path(spec["work_dir"])
     tokenizer = load_tokenizer(Path(spec["model_path"]), options.chat_template)
     train_ds, eval_ds = load_splits(Path(spec["dataset_copy"]), options, trainer_def)
-    args = build_config(trainer_def, options, work_dir / "checkpoints", eval_ds is not None)
+    args = build_config(trainer_def, options, work_dir / "checkpoints", eval_ds is not None, spec.get("dataset_max_length"))
     wanted, used = options.args.get("optim"), getattr(args.optim, "value", args.optim)
     if wanted is not None and wanted != used:
         report.log(f"optim {wanted} needs CUDA and bitsandbytes; using {used}, the same update")
@@ -239,7 +240,15 @@ def _check_columns(ds: Any, options: Any, trainer_def: Any) -> None:
         )
 
 
-def build_config(trainer_def: Any, options: Any, output_dir: Path, has_eval: bool) -> Any:
+def dataset_max_length(dataset_artifact: Path) -> int | None:
+    """The token limit the dataset stage filtered its rows with (stats.json), if it had one."""
+    try:
+        return json.loads((dataset_artifact / "stats.json").read_text())["limits"]["max_length"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def build_config(trainer_def: Any, options: Any, output_dir: Path, has_eval: bool, data_max_length: int | None = None) -> Any:
     import torch
 
     config_cls = resolve(trainer_def.config_class)
@@ -255,6 +264,10 @@ def build_config(trainer_def: Any, options: Any, output_dir: Path, has_eval: boo
     if trainer_def.preference:
         # The reference pass runs without gradients: twice the training batch fits in less memory than a step.
         values["precompute_ref_batch_size"] = 2 * options.args.get("per_device_train_batch_size", 8)
+    if data_max_length:
+        # The rows were filtered to this many tokens: the trainer must not cut them shorter (trl's default is
+        # 1024, and the Sakura-SOLAR scripts silently trained on 512). args.max_length still wins.
+        values["max_length"] = data_max_length
     values.update(options.args)
     # transformers 5 renamed gradient_checkpointing*; a recipe may use either name.
     for old, new in (("gradient_checkpointing", "activation_checkpointing"),
@@ -266,6 +279,8 @@ def build_config(trainer_def: Any, options: Any, output_dir: Path, has_eval: boo
     values["output_dir"] = str(output_dir)
     if not has_eval:
         values.setdefault("eval_strategy", "no")
+    elif "eval_strategy" not in options.args:
+        values["eval_strategy"] = "epoch"  # an eval_split is named to be evaluated (trl's default never does)
     try:
         return config_cls(**values)
     except (ValueError, TypeError) as exc:
