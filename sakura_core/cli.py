@@ -184,6 +184,18 @@ def plugins(as_json: bool) -> None:
         click.echo(f"  hooks: {', '.join(plugin['hooks'])}")
 
 
+@cli.command("new-plugin")
+@click.argument("name")
+@click.option("--kind", required=True, type=click.Choice(["merge", "dataset", "trainer", "publisher"]), help="What the plugin registers.")
+@click.option("--dir", "directory", default=".", show_default=True, type=click.Path(), help="Where to create the package folder NAME.")
+def new_plugin(name: str, kind: str, directory: str) -> None:
+    """Write a plugin package NAME/ that installs and passes its tests as written."""
+    from sakura_core import scaffold
+
+    target = scaffold.new_plugin(name, kind, directory)
+    click.echo(scaffold.next_steps(target, name, kind))
+
+
 @cli.group()
 def cache() -> None:
     """Inspect and clean the artifact store."""
