@@ -123,7 +123,8 @@ def _print_summary(result: Any) -> None:
 @store_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def plan(recipe: str, overrides, store, as_json: bool) -> None:
-    """Show RECIPE's stage graph: what each stage reads, which are cached, what would run."""
+    """Show RECIPE's stage graph: what each stage reads, which are cached, what would run, and each stage's
+    disk and peak GPU memory, estimated from the models' config.json files (no weights are downloaded)."""
     from sakura_core.engine import Engine
 
     loaded = _load(recipe, overrides, store)
@@ -145,19 +146,56 @@ def plan(recipe: str, overrides, store, as_json: bool) -> None:
                 "status": "cached" if cached else "will run",
             }
         )
+    from sakura_core import estimate as est
+
+    estimates = est.estimate_plan(the_plan, engine.env)  # from config.json files only; never an error
+    gpu = est.local_gpu()
+    for row in rows:
+        found = estimates.stages.get(row["stage"])
+        row["estimate"] = found.as_json() if found is not None else None
+        if gpu and found is not None and found.memory and found.device == "gpu":
+            row["estimate"]["fits_gpu"] = est.fits(found.memory_bytes, gpu)
     if as_json:
-        click.echo(json.dumps({"recipe": loaded.name, "stages": rows}, indent=2))
+        click.echo(json.dumps({"recipe": loaded.name, "stages": rows, "models": estimates.models, "gpu": gpu}, indent=2))
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=f"{loaded.name} ({loaded.path})", title_justify="left")
     for column in ("stage", "kind", "reads", "fingerprint", "status"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column != "reads")
+    table.add_column("disk", justify="right", no_wrap=True)
+    table.add_column("memory", justify="right", no_wrap=True)
     for row in rows:
         colour = "cyan" if row["status"] == "cached" else "yellow"
-        table.add_row(row["stage"], row["kind"], ", ".join(row["reads"]), row["fingerprint"][:12], f"[{colour}]{row['status']}[/]")
-    Console().print(table)
+        found = estimates.stages.get(row["stage"])
+        disk = est.human(found.disk_bytes) if found is not None and found.disk else "-"
+        if found is not None and not found.disk and found.upload is not None:
+            disk = f"upload {est.human(found.upload)}"
+        memory = "-"
+        if found is not None and found.memory:
+            memory = f"{'GPU' if found.device == 'gpu' else 'CPU'} {est.human(found.memory_bytes)}"
+        table.add_row(row["stage"], row["kind"], ", ".join(row["reads"]), row["fingerprint"][:12],
+                      f"[{colour}]{row['status']}[/]", disk, memory)
+    console = Console()
+    console.print(table)
+    lines = [line for name, found in estimates.stages.items() if found is not None and (line := est.describe(name, found))]
+    if lines:
+        console.print("Estimated from the models' config.json (GPU: PyTorch's peak on one device, without the CUDA context):")
+        for line in lines:
+            console.print("  " + escape(line), highlight=False)
+    models = [f"{alias} {est.count(m['params'])} params, {est.human(m['bytes'])}" + (" to download" if m["source"] == "hub" else "")
+              for alias, m in estimates.models.items() if m]
+    if models:
+        console.print("  models: " + escape("; ".join(models)), highlight=False)
+    if gpu:
+        needs = {row["stage"]: row["estimate"]["memory_bytes"] for row in rows
+                 if row["estimate"] and row["estimate"].get("fits_gpu") is not None}
+        too_big = [f"{name} (~{est.human(n)})" for name, n in needs.items() if not est.fits(n, gpu)]
+        verdict = ("does not fit: " + ", ".join(too_big)) if too_big else ("every stage fits" if needs else "no GPU estimate")
+        console.print(f"  this GPU: {escape(gpu['name'])}, {est.human(gpu['total_bytes'])} ({est.human(gpu['free_bytes'])} free): {verdict}",
+                      highlight=False)
 
 
 @cli.command()

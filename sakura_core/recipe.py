@@ -28,6 +28,63 @@ else:  # pragma: no cover
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 TOP_LEVEL_KEYS = {"name": str, "description": str, "store": str, "plugins": list, "models": dict, "stages": dict}
 
+# (type, default, meaning) of each top-level key and of the keys the engine itself reads in a model or stage
+# table: docs/recipes.md is generated from these (python -m sakura_core.reference --write).
+TOP_LEVEL_DOCS: dict[str, tuple[str, str, str]] = {
+    "name": (
+        "string",
+        "the file name without `.toml`",
+        "The recipe's name: the title of `sakura run`'s summary, the name each run is recorded under in the "
+        "store, and the model name on published model cards and commit messages.",
+    ),
+    "description": (
+        "string",
+        '`""`',
+        "Free text for the recipe's readers; sakura checks that it is a string and uses it nowhere else (a model "
+        "card's opening paragraph is the publish stage's `description`).",
+    ),
+    "store": (
+        "string",
+        '`".sakura"`',
+        "Directory of the artifact store, relative to the recipe's directory; `--store` and the `SAKURA_STORE` "
+        "environment variable take precedence over it.",
+    ),
+    "plugins": (
+        "list[string]",
+        "`[]`",
+        "Plugin files (Python modules, relative to the recipe's directory) loaded before the recipe is checked; "
+        "a file's content hash is its version, so editing it re-runs the stages that use what it registers.",
+    ),
+    "models": (
+        "table",
+        "`{}`",
+        "The input models, one key per alias (letters, digits, `_` and `-`): a shorthand string or a table with "
+        "a `source` key and that source's options (see Models).",
+    ),
+    "stages": (
+        "table",
+        "required",
+        "The stages, one table per stage name (letters, digits, `_` and `-`, not a model alias), each with a "
+        "`kind` and that kind's options; they run in dependency order (ties in file order).",
+    ),
+}
+MODEL_KEY_DOCS: dict[str, tuple[str, str, str]] = {
+    "source": (
+        "string",
+        "required in a table",
+        "The model source that reads the table's other keys (`tiny`, `local`, `hub` or a plugin's); a "
+        "shorthand string picks its source by its form instead.",
+    ),
+}
+STAGE_KEY_DOCS: dict[str, tuple[str, str, str]] = {
+    "kind": (
+        "string",
+        "required",
+        "The stage kind (see below); every other key of the table is an option of that kind. There is no "
+        "`depends_on`: a stage depends on the stages and models its options name.",
+    ),
+}
+
 
 @dataclass
 class ModelRef:

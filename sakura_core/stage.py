@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:  # pragma: no cover
+    from sakura_core.estimate import Estimate
     from sakura_core.plugins import Plugins
     from sakura_core.progress import Reporter, Task
     from sakura_core.store import Store
@@ -39,7 +40,7 @@ class StageKind:
     """A kind of stage (``merge``, ``dataset``, ``train``, ``publish``, ...).
 
     Subclasses set ``Options`` (the stage's TOML table minus ``kind``) and implement ``references`` and
-    ``run``; ``check`` and ``external_inputs`` are optional.
+    ``run``; ``check``, ``external_inputs`` and ``estimate`` are optional.
     """
 
     Options: ClassVar[type[Options]]
@@ -63,6 +64,16 @@ class StageKind:
     def implementation_versions(self, options: Any, plugins: Plugins) -> dict[str, str]:
         """``{plugin name: version}`` of the plugins this stage's options select (part of the fingerprint)."""
         return {}
+
+    def estimate(self, options: Any, inputs: dict[str, dict[str, Any]], env: CheckEnv) -> Estimate | None:
+        """Disk and memory this stage will take, for ``sakura plan`` (optional; None: no estimate).
+
+        ``inputs`` maps each name the stage reads to what is known of it without any work: ``config`` (a
+        model's config.json as a dict) for models and model-producing stages, ``max_length`` for datasets;
+        an empty dict when nothing is known. Return ``sakura_core.estimate.Estimate`` with ``output`` set
+        for the stages downstream. No I/O, no heavy imports; the formulas are in ``sakura_core.estimate``.
+        """
+        return None
 
     def run(self, ctx: StageContext) -> dict[str, Any] | None:
         """Do the work, writing the result into ``ctx.output_dir``; return metrics (JSON-able)."""
@@ -88,6 +99,11 @@ class ModelSource:
     def materialize(self, options: Any, env: SourceEnv, fingerprint: str) -> Path:
         """A local directory holding the model (config, safetensors, tokenizer)."""
         raise NotImplementedError
+
+    def config(self, options: Any, env: SourceEnv, fingerprint: str) -> dict[str, Any] | None:
+        """The model's config.json as a dict, without downloading weights, for ``sakura plan``'s estimates
+        (optional; None when unknown). Called after ``fingerprint``."""
+        return None
 
 
 @dataclass

@@ -100,7 +100,9 @@ class OrcaAdapter(Adapter):
 
 
 class MathOptions(Options):
-    min_rating_margin: float | None = Field(None, ge=0)  # keep rows with chosen_rating - rejected_rating >= this
+    min_rating_margin: float | None = Field(None, ge=0)
+    """Drop rows whose ``chosen_rating`` minus ``rejected_rating`` is below this; when set, both rating columns
+    are required."""
 
 
 class MathAdapter(Adapter):
@@ -136,9 +138,14 @@ class ToxicAdapter(Adapter):
 
 class ColumnsOptions(Options):
     prompt: str = "prompt"
+    """Column holding the prompt: a string (one user message) or a list of ``{role, content}`` messages."""
     chosen: str = "chosen"
+    """Column holding the preferred answer: a string (one assistant message) or a list of messages."""
     rejected: str = "rejected"
-    system: str | None = None  # a column holding the system message, if any
+    """Column holding the dispreferred answer: a string (one assistant message) or a list of messages."""
+    system: str | None = None
+    """Column holding a system message to put before the prompt (rows where it is empty get none); unset: no
+    system message."""
 
 
 def _messages_or_text(value: Any, role: str) -> list[dict[str, str]]:
@@ -180,8 +187,12 @@ ROLE_NAMES = {
 
 
 class MessagesOptions(Options):
-    column: str | None = None  # default: "messages", else "conversations"
-    system: str | None = None  # a column holding a system message to put first, if any
+    column: str | None = None
+    """Column holding the conversation; unset: ``messages`` (``{role, content}``) when the data has it, else
+    ``conversations`` (ShareGPT's ``{from, value}``)."""
+    system: str | None = None
+    """Column holding a system message to put first (rows where it is empty get none); unset: no added system
+    message."""
 
 
 class MessagesAdapter(Adapter):

@@ -18,13 +18,28 @@ class SourceOptions(Options):
     model_config = ConfigDict(extra="allow", frozen=True)
 
     adapter: str
-    path: str  # local file (jsonl/json/parquet/csv), saved datasets directory, or Hub dataset id
-    split: str = "train"  # for Hub ids and saved DatasetDicts
-    subset: str | None = None  # Hub config name ("name" in datasets.load_dataset)
-    revision: str | None = None  # Hub branch, tag or commit
-    format: str | None = None  # json / parquet / csv; default from the file extension
-    weight: float | None = Field(None, gt=0)  # rows kept = weight * rows after filtering (>1 repeats rows)
-    max_rows: int | None = Field(None, ge=1)  # sample cap (seeded), applied after filtering
+    """Dataset adapter that maps this source's rows to trl's conversational format (see Dataset adapters);
+    the sources of one stage are all preference data or all SFT data."""
+    path: str
+    """A local ``.jsonl`` / ``.json`` / ``.parquet`` / ``.csv`` file or a dataset directory, relative to the
+    recipe's directory, or else a Hub dataset id (``org/name``)."""
+    split: str = "train"
+    """Split to read from a Hub dataset, a saved ``DatasetDict`` or a dataset directory (a single file is read
+    whole)."""
+    subset: str | None = None
+    """Configuration of a Hub dataset (``name`` in ``datasets.load_dataset``)."""
+    revision: str | None = None
+    """Branch, tag or commit of a Hub dataset; unset: its default branch. The commit it points to is part of
+    the fingerprint, so a new upstream commit re-runs the stage."""
+    format: str | None = None
+    """File format, ``json``, ``parquet`` or ``csv``, for a file whose extension does not tell it; unset: from
+    the extension (``.jsonl`` and ``.json`` are JSON)."""
+    weight: float | None = Field(None, gt=0)
+    """Rows taken from this source: weight × its rows left after filtering and deduplication, sampled with the
+    stage's ``seed`` (above 1 repeats rows); not with ``max_rows``."""
+    max_rows: int | None = Field(None, ge=1)
+    """Take at most this many of the source's rows left after filtering and deduplication, sampled with the
+    stage's ``seed``; not with ``weight``."""
 
     @model_validator(mode="after")
     def _one_of_weight_cap(self) -> SourceOptions:
@@ -37,16 +52,38 @@ class SourceOptions(Options):
 
 
 class DatasetOptions(Options):
+    """``kind = "dataset"``: reads its sources, maps every row to trl's conversational format with the source's
+    adapter, drops rows over the token limits and repeated prompts, mixes, shuffles and splits; the artifact is
+    a ``datasets`` DatasetDict plus ``stats.json`` (rows in and out per source, and why rows were dropped)."""
+
     sources: list[SourceOptions] = Field(min_length=1)
-    tokenizer: str | None = None  # model alias or stage whose tokenizer + chat template count tokens
-    max_length: int | None = Field(None, ge=1)  # prompt + longest answer, in tokens
-    max_prompt_length: int | None = Field(None, ge=1)  # prompt (chat template + generation prompt), in tokens
-    dedup: bool = True  # drop rows whose normalized prompt was seen before (earlier sources win)
+    """The data to read, in order: a table per source with the keys below plus its adapter's options."""
+    tokenizer: str | None = None
+    """Model alias or stage whose tokenizer and chat template count tokens for ``max_length`` and
+    ``max_prompt_length`` (required with either)."""
+    max_length: int | None = Field(None, ge=1)
+    """Drop rows longer than this, in tokens of the ``tokenizer`` model's chat template: the prompt plus the
+    longer answer (SFT: the whole conversation). It only filters: set the train stage's ``args.max_length``
+    for the trainer."""
+    max_prompt_length: int | None = Field(None, ge=1)
+    """Drop preference rows whose prompt, with the chat template's generation prompt, is longer than this many
+    tokens (SFT rows are not checked)."""
+    dedup: bool = True
+    """Drop rows whose prompt (case and whitespace folded; SFT: the messages before the first answer) came
+    earlier, in this source or an earlier one."""
     shuffle: bool = True
+    """Shuffle the mixed rows with ``seed``; ``false`` keeps the sources' order (and the test split is then
+    the first rows)."""
     seed: int = 42
-    test_size: float | int | None = None  # fraction (0 < x < 1) or row count of a "test" split
-    num_proc: int | None = None  # worker processes for map (default: min(2, cpus); 1 for small sources)
+    """Seed for shuffling and for sampling rows by ``weight`` or ``max_rows``."""
+    test_size: float | int | None = None
+    """Size of a ``test`` split taken from the mixed rows: a fraction (``0.1``) or a number of rows (``500``);
+    unset: only a ``train`` split."""
+    num_proc: int | None = None
+    """Worker processes that map a source's rows; unset: 2 (at most the CPU count) for a source of 20,000 rows
+    or more, else 1."""
     batch_size: int = Field(1000, ge=1)
+    """Rows per batch when mapping and counting tokens (memory against speed; the result is the same)."""
 
     @model_validator(mode="after")
     def _check(self) -> DatasetOptions:

@@ -86,6 +86,15 @@ class DatasetStage(StageKind):
             )
         return versions
 
+    def estimate(self, options: DatasetOptions, inputs: dict[str, dict[str, Any]], env: CheckEnv) -> Any:
+        """No sizes (the rows are not known before the run), but the longest row in tokens for the train
+        stages downstream."""
+        if not options.max_length:
+            return None
+        from sakura_core.estimate import Estimate
+
+        return Estimate(output={"max_length": options.max_length})
+
     def run(self, ctx: StageContext) -> dict[str, Any]:
         from sakura_data.build import build_dataset
 

@@ -33,16 +33,16 @@ class HubOptions(Options):
     repo_id: str
     """Model repo to publish to, ``namespace/name``, created when missing; a bare ``name`` goes to the
     namespace of the token's owner."""
-    private: bool | None = None  # None: the Hub's default for a new repo; an existing repo is left as it is
+    private: bool | None = None
     """Visibility of a repo sakura creates; unset: the Hub's default. An existing repo keeps its visibility."""
-    revision: str | None = None  # a branch to commit to (created from main when missing)
+    revision: str | None = None
     """Branch to commit to, created from ``main`` when missing; unset: ``main``."""
-    create_pr: bool = False  # open a pull request with the commit instead of committing to the branch
+    create_pr: bool = False
     """Open a pull request against ``main`` with the commit instead of committing to it (not with another
     ``revision``)."""
-    retries: int = Field(3, ge=1, le=20)  # attempts for transient errors (connection lost, 5xx, 429)
+    retries: int = Field(3, ge=1, le=20)
     """Attempts in all (1: no retry) when the Hub fails transiently: lost connection, HTTP 408, 429 or 5xx."""
-    retry_wait: float = Field(2.0, ge=0, le=300)  # seconds before the first retry; doubles each time
+    retry_wait: float = Field(2.0, ge=0, le=300)
     """Seconds to wait before the first retry; the wait doubles after each failed attempt."""
 
 

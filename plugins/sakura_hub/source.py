@@ -25,9 +25,18 @@ PICKLE_PATTERNS = ["*.bin", "*.bin.index.json", "*.pt", "*.pth"]
 
 
 class HubSourceOptions(Options):
+    """``"org/name"`` or ``"org/name@revision"``: a model on the Hugging Face Hub (``HF_ENDPOINT`` selects
+    another server), resolved to a commit when the plan is made and downloaded as safetensors only."""
+
     id: str
+    """Repo id on the Hub, ``org/name``."""
     revision: str = "main"
-    allow_pickle: bool = False  # pickled weights (.bin) can run code when loaded: opt in explicitly
+    """Branch, tag or commit: a branch or tag is resolved to its current commit at each plan (the commit is
+    part of the fingerprint); offline (``HF_HUB_OFFLINE=1``) the commit comes from the local Hugging Face
+    cache."""
+    allow_pickle: bool = False
+    """Also download pickled weights (``*.bin``, ``*.pt``, ``*.pth``) and accept a repo that has no safetensors
+    (loading a pickle can run code)."""
 
 
 class HubSource(ModelSource):
@@ -66,6 +75,26 @@ class HubSource(ModelSource):
             raise StageError(f"could not download model {options.id}@{sha[:10]}: {_short(exc)}") from None
         check_model_dir(path, options.allow_pickle)
         return path
+
+    def config(self, options: HubSourceOptions, env: SourceEnv, fingerprint: str) -> dict[str, Any] | None:
+        """config.json alone (a few kB) at the planned commit, from the Hugging Face cache when it is there."""
+        import json
+
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+        sha, _ = resolve_revision(options.id, options.revision, options.allow_pickle)
+        quiet = are_progress_bars_disabled()
+        disable_progress_bars()
+        try:
+            path = hf_hub_download(options.id, "config.json", revision=sha)
+            data = json.loads(Path(path).read_text())
+        except Exception:  # noqa: BLE001 - no config, no estimate; never an error
+            return None
+        finally:
+            if not quiet:
+                enable_progress_bars()
+        return data if isinstance(data, dict) else None
 
 
 def _short(exc: BaseException) -> str:

@@ -20,7 +20,11 @@ class ConditionalParameter(Options):
     """``{ filter = "self_attn", value = [0, 0.5, 1] }``: applies to tensors whose name contains ``filter``."""
 
     value: ScalarOrGradient
+    """The parameter's value for the matching tensors: a number, boolean or string, or a list of numbers
+    interpolated over the layers (a gradient)."""
     filter: Optional[str] = None
+    """Substring of the tensor name this entry applies to (``self_attn``, ``mlp``, ...); unset or ``*``: every
+    tensor. In a list the first matching entry wins."""
 
 
 ParameterSetting = Union[ConditionalParameter, list[ConditionalParameter], ScalarOrGradient]
@@ -32,46 +36,93 @@ DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 class ModelEntry(Options):
     model: str
+    """Model alias or stage name."""
     parameters: Optional[Parameters] = None
+    """This model's own values of per-model parameters (``weight``, ``density``, ...)."""
 
 
 class SliceSource(Options):
     model: str
+    """Model alias or stage name."""
     layer_range: tuple[int, int]
+    """The model's layers ``[start, end]`` that this source contributes, counted from 0, ``end`` excluded."""
     parameters: Optional[Parameters] = None
+    """This source's own values of per-model parameters, for this slice."""
 
 
 class Slice(Options):
     sources: list[SliceSource] = Field(min_length=1)
+    """The models and layer ranges merged into this slice's output layers; each gives as many layers."""
     base_model: Optional[str] = None
+    """Base model of this slice (one of its sources); unset: the top-level ``base_model``."""
     residual_weight: Optional[float] = None
+    """Accepted for compatibility with mergekit's format; neither mergekit nor sakura uses it."""
     parameters: Optional[Parameters] = None
+    """Parameter values for this slice, before the top-level ``parameters``."""
 
 
 class MergeConfig(Options):
-    """The keys of a mergekit configuration, plus a few sakura execution options."""
+    """The keys of a mergekit configuration, plus a few sakura execution options.
+
+    In a recipe (``kind = "merge"``) every ``model`` value names a model alias or a stage. The merge runs on
+    sakura's streaming executor, tensor by tensor, or through mergekit's executor for what only mergekit
+    implements; the artifact is the merged model with its tokenizer and ``mergekit_config.yml``.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     merge_method: str
+    """Merge method (see Merge methods below)."""
     base_model: Optional[str] = None
+    """Base model: the origin of the task vectors, ``slerp``'s ``t = 0`` end, and the model whose config and
+    tokenizer the output takes (unset: the first model's)."""
     models: Optional[list[ModelEntry]] = None
+    """Models merged whole, each with its own parameters; give either ``models`` or ``slices``."""
     slices: Optional[list[Slice]] = None
+    """The output's layers, slice after slice, each merged from layer ranges of its sources (layer stacking,
+    depth up-scaling); give either ``models`` or ``slices``."""
     parameters: Optional[Parameters] = None
+    """Parameter values of the merge method for every model and slice; each value is a number (or boolean or
+    string), a gradient list, or a list of ``{ filter, value }`` tables."""
     dtype: Optional[DType] = None
+    """dtype the tensors are merged in (``fp32``, ``fp16`` and ``bf16`` are aliases); unset: the promoted dtype
+    of the inputs."""
     out_dtype: Optional[DType] = None
-    tokenizer_source: Optional[str] = None  # "base", "union", or a model
-    tokenizer: Optional[dict[str, Any]] = None  # mergekit's tokenizer table (runs through mergekit)
+    """dtype of the saved weights, written to the output config too; unset: ``dtype``."""
+    tokenizer_source: Optional[str] = None
+    """The output's tokenizer: ``base``, ``union`` (every input's vocabulary, built by mergekit when the
+    vocabularies differ) or a model's; unset: the base model's (else the first model's) files."""
+    tokenizer: Optional[dict[str, Any]] = None
+    """mergekit's ``tokenizer`` table, passed to mergekit unchanged (the merge then runs through mergekit's
+    executor); not with ``tokenizer_source``."""
     chat_template: Optional[str] = None
+    """Chat template of the output tokenizer: ``auto`` (the most common one among the inputs), a mergekit
+    template name (``chatml``, ...) or a Jinja template; unset: the tokenizer's own."""
 
     # -- sakura's own execution options (not part of mergekit's configuration) --------------------
     engine: Literal["auto", "native", "mergekit"] = Field(
-        "auto", description="native executor, mergekit's executor, or native when the method has a native implementation"
+        "auto",
+        description="Which executor merges: native (sakura's; an error when it cannot run the merge), mergekit, "
+        "or auto: native unless the method, pickled weights, a tokenizer table or a vocabulary merge need mergekit.",
     )
-    device: str = Field("auto", description='"auto" (cuda when available), "cpu", "cuda", "cuda:1", ...')
-    shard_size: str = Field("5GB", description="largest output safetensors shard, e.g. 2GB or 500MB")
-    allow_bin: bool = Field(False, description="read pickled .bin weights (unsafe: pickles can run code)")
-    seed: Optional[int] = Field(None, description="seed for randomized methods (dare_*): same seed, same output")
+    device: str = Field(
+        "auto",
+        description="Device the merge computes on: auto (CUDA when available, else the CPU), cpu, cuda, cuda:N or mps.",
+    )
+    shard_size: str = Field(
+        "5GB",
+        description="Largest safetensors file written, e.g. 2GB or 500MB (KB, MB, GB are powers of 1000; KiB, MiB, "
+        "GiB powers of 1024).",
+    )
+    allow_bin: bool = Field(
+        False,
+        description="Read a model that has only pickled .bin weights (through mergekit's executor); loading a "
+        "pickle can run code.",
+    )
+    seed: Optional[int] = Field(
+        None, description="Seed of the randomized methods (dare_ties, dare_linear): the same seed gives the same "
+        "output; unset: a different draw each run."
+    )
 
     @model_validator(mode="after")
     def _one_layout(self) -> "MergeConfig":

@@ -27,6 +27,7 @@ from sakura_merge.params import build_options, parameter_names, resolve
 
 PREFETCH_BYTES = 192 * 2**20  # input bytes read ahead of the computation
 PREFETCH_TENSORS = 16
+WRITE_QUEUE_BYTES = 256 * 2**20  # results (on the compute device) waiting for the writer thread
 TOKENIZER_FILES = (
     "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json", "tokenizer.model", "added_tokens.json",
     "merges.txt", "vocab.json", "chat_template.jinja", "chat_template.json",
@@ -153,7 +154,7 @@ class BackgroundWriter:
     stays bounded whatever the model size.
     """
 
-    def __init__(self, writer: ShardWriter, max_bytes: int = 256 * 2**20):
+    def __init__(self, writer: ShardWriter, max_bytes: int = WRITE_QUEUE_BYTES):
         self.writer = writer
         self.max_bytes = max_bytes
         self.items: list = []

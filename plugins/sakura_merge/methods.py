@@ -89,7 +89,9 @@ class MergeMethod:
 
 class LinearOptions(Options):
     weight: Optional[float] = None
+    """The model's weight in the weighted sum."""
     normalize: bool = True
+    """Divide the weighted sum by the sum of the weights."""
 
 
 def linear(call: MergeCall):
@@ -108,6 +110,7 @@ def linear(call: MergeCall):
 
 class SlerpOptions(Options):
     t: Optional[float] = Field(None, ge=0, le=1)
+    """Where the result lies on the arc from the base model (0) to the other model (1)."""
 
 
 _CHUNK_ELEMENTS = 1024 * 1024
@@ -199,11 +202,19 @@ def _slerp_half(t: float, v0: Any, v1: Any, dot_threshold: float, eps: float):
 
 class TaskArithmeticOptions(Options):
     weight: Optional[float] = None
+    """Weight of the model's task vector (its difference from the base model)."""
     density: float = Field(1.0, ge=0, le=1)
+    """Fraction of the task vector's entries kept: the largest by magnitude (``ties``) or a random draw
+    (``dare_*``); ``task_arithmetic`` keeps them all."""
     normalize: bool = False
+    """Divide the summed task vectors by the sum of the weights (with sign election: of the models that agree
+    with the elected sign, entry by entry)."""
     rescale: bool = False
+    """Scale each pruned task vector back to its L1 norm before pruning."""
     int8_mask: bool = False
+    """Hold the sign-agreement mask in int8 to save memory (same result)."""
     lambda_: float = Field(1.0, alias="lambda")
+    """Factor applied to the merged task vector before it is added to the base model."""
 
 
 class TiesOptions(TaskArithmeticOptions):
@@ -295,6 +306,7 @@ def _bernoulli(tensor, density: float, rescale: bool, generator):
 
 class ModelStockOptions(Options):
     filter_wise: bool = False
+    """Compute the interpolation ratio for each row of a weight matrix instead of once per tensor."""
 
 
 def model_stock(call: MergeCall):
@@ -328,6 +340,7 @@ def model_stock(call: MergeCall):
 
 class PassthroughOptions(Options):
     scale: Optional[float] = None
+    """Factor the copied tensors are multiplied by; unset: copied unchanged."""
 
 
 def passthrough(call: MergeCall):
@@ -397,6 +410,38 @@ MERGEKIT_ONLY: dict[str, dict[str, Any]] = {
 }
 
 
+# What each parameter of a mergekit-only method does (docs/recipes.md is generated from these): the
+# entry "method.parameter" where the meaning depends on the method, else "parameter".
+MERGEKIT_PARAMETER_DOCS: dict[str, str] = {
+    "weight": "Weight of the model's task vector (its difference from the base model).",
+    "multislerp.weight": "The model's weight in the interpolation on the hypersphere.",
+    "nuslerp.weight": "The model's relative weight: the result lies between the two models in proportion.",
+    "density": "Fraction of the task vector's entries kept.",
+    "breadcrumbs.density": "Fraction of the task vector's entries kept, below the outliers that gamma removes.",
+    "breadcrumbs_ties.density": "Fraction of the task vector's entries kept, below the outliers that gamma removes.",
+    "gamma": "Fraction of the task vector's entries removed as the largest-magnitude outliers.",
+    "epsilon": "Spread of the keep probabilities: from density - epsilon (smallest entries) to density + epsilon (largest).",
+    "ram.epsilon": "Task vector entries whose magnitude is at most this count as unchanged.",
+    "ramplus_tl.epsilon": "Task vector entries whose magnitude is at most this count as unchanged.",
+    "normalize": "Divide the summed task vectors by the sum of the weights.",
+    "rescale": "Scale each pruned task vector back to its L1 norm before pruning.",
+    "int8_mask": "Hold the masks in int8 to save memory (same result).",
+    "lambda": "Factor applied to the merged task vector before it is added to the base model.",
+    "normalize_weights": "Divide the weights by their sum.",
+    "eps": "Small constant that keeps the normalization numerically stable.",
+    "t": "Distance scale: entries where the models differ by at most t take the other model's value, farther apart "
+    "its share is t / |difference|.",
+    "r": "Boost of the entries only one model changes: they are scaled by 1 + r * min(rho, alpha), rho being that "
+    "model's ratio of shared to unique entries.",
+    "alpha": "Cap on the ratio rho in that boost.",
+    "select_topk": "Fraction of the entries kept: those where the task vectors vary most across models.",
+    "nuslerp_row_wise": "With nuslerp_flatten = false: interpolate the rows of each matrix instead of its columns.",
+    "nuslerp_flatten": "Interpolate each tensor as one flat vector.",
+    "max_iter": "Most iterations of the Karcher mean computation.",
+    "tol": "Convergence tolerance of the Karcher mean computation.",
+}
+
+
 def _bridge_unavailable(call: MergeCall):  # pragma: no cover - the executor never calls bridge methods
     raise RuntimeError("this method runs through mergekit's executor")
 
@@ -410,7 +455,9 @@ def bridge_method(name: str) -> MergeMethod:
     for pname, default in {**spec["shared"], **spec["per_model"]}.items():
         kind = type(default) if default is not None else float
         key = pname if pname != "lambda" else "lambda_"
-        fields[key] = (Optional[kind], Field(default, alias=pname) if pname == "lambda" else default)
+        doc = MERGEKIT_PARAMETER_DOCS.get(f"{name}.{pname}", MERGEKIT_PARAMETER_DOCS.get(pname))
+        fields[key] = (Optional[kind], Field(default, alias=pname, description=doc) if pname == "lambda"
+                       else Field(default, description=doc))
     options = create_model(f"{name.title().replace('_', '')}Options", __base__=Options, **fields)
     return MergeMethod(
         _bridge_unavailable,
@@ -422,7 +469,7 @@ def bridge_method(name: str) -> MergeMethod:
         min_models=spec["min"],
         max_models=spec["max"],
         native=False,
-        description=f"mergekit's {name} (runs through mergekit's executor)",
+        description=f"the {name} method of mergekit",
         mergekit_name=name,
     )
 

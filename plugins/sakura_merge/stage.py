@@ -76,6 +76,56 @@ class MergeStage(StageKind):
             versions["mergekit"] = version("mergekit")
         return versions
 
+    def estimate(self, options: MergeConfig, inputs: dict[str, dict[str, Any]], env: CheckEnv) -> Any:
+        """The output's config (the donor's, with the slices' layer count) and size; the native executor's
+        working set: the largest tensor of every input at once, its float32 arithmetic and the write queue."""
+        from sakura_core.estimate import Estimate, dtype_bytes, dtype_of, human, model_bytes, shape_of
+        from sakura_merge.executor import PREFETCH_BYTES, WRITE_QUEUE_BYTES
+
+        refs = model_references(options)
+        order = list(dict.fromkeys(name for key, name in refs.items() if key != "tokenizer_source"))
+        donor = options.base_model or order[0]
+        config = inputs.get(donor, {}).get("config")
+        if not isinstance(config, dict):
+            return None
+        out = dict(config)
+        if options.slices:  # depth up-scaling: the output has the slices' layers, not the donor's
+            out["num_hidden_layers"] = sum(s.sources[0].layer_range[1] - s.sources[0].layer_range[0] for s in options.slices)
+        in_dtypes = {dtype_of(inputs.get(name, {}).get("config")) for name in order}
+        compute = options.compute_dtype or (next(iter(in_dtypes)) if len(in_dtypes) == 1 else "float32")
+        if compute is not None:
+            out["torch_dtype" if "torch_dtype" in out and "dtype" not in out else "dtype"] = options.output_dtype or compute
+        estimate = Estimate(output={"config": out}, device="cpu" if options.device == "cpu" else "gpu")
+        size, shape = model_bytes(out), shape_of(out)
+        if size is None or shape is None:
+            return estimate
+        estimate.disk["weights"] = size
+        method = env.plugins.merge_methods.get(options.merge_method)
+        if not method.native or options.engine == "mergekit" or options.tokenizer is not None:
+            estimate.notes.append("runs through mergekit's executor: its memory is not estimated")
+            return estimate
+        largest = max(shape.vocab * shape.hidden, shape.hidden * shape.intermediate, shape.hidden * shape.q_out)
+        if options.slices:
+            n = max(len(s.sources) for s in options.slices)
+        else:
+            n = len({m.model for m in options.models or []} | ({options.base_model} if options.base_model else set()))
+        c = dtype_bytes(compute)
+        out_bytes = dtype_bytes(options.output_dtype or compute)
+        read_ahead = PREFETCH_BYTES + n * largest * max(dtype_bytes(d) for d in in_dtypes | {compute})
+        upcast = method.upcast_half and c == 2
+        if estimate.device == "cpu":
+            estimate.memory["read-ahead"] = read_ahead
+        else:
+            estimate.memory["inputs"] = n * largest * c
+        # half inputs: one float32 copy of each and a float32 result; otherwise the result and a temporary
+        estimate.memory["compute"] = largest * ((n + 1) * 4 if upcast else 2 * c) + largest * out_bytes
+        estimate.memory["write queue"] = min(WRITE_QUEUE_BYTES, size)
+        estimate.notes.append(
+            f"streams tensor by tensor: the largest tensor ({largest / 1e6:.0f}M values) of {n} models at a time"
+            + ("" if estimate.device == "cpu" else f"; host memory: {human(read_ahead)} read ahead")
+        )
+        return estimate
+
     def run(self, ctx: StageContext) -> dict[str, Any]:
         from sakura_merge.runner import execute_merge
 

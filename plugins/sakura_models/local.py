@@ -11,8 +11,15 @@ from sakura_core.stage import CheckEnv, ModelSource, Options, SourceEnv
 
 
 class LocalOptions(Options):
+    """``"./dir"``, ``"/abs/dir"``, ``"~/dir"`` (or the name of an existing directory): a model directory on this
+    machine, fingerprinted by the content of its files; checked when the recipe loads."""
+
     path: str
-    allow_pickle: bool = False  # .bin / .pt weights run arbitrary code when loaded: opt in explicitly
+    """The model directory (``config.json``, weights, tokenizer files), relative to the recipe's directory;
+    ``~`` is expanded."""
+    allow_pickle: bool = False
+    """Accept a directory whose only weights are pickled ``.bin`` / ``.pt`` / ``.pth`` files (loading a pickle
+    can run code); safetensors are used whenever present."""
 
 
 class LocalSource(ModelSource):
@@ -38,6 +45,15 @@ class LocalSource(ModelSource):
 
     def materialize(self, options: LocalOptions, env: SourceEnv, fingerprint: str) -> Path:
         return self.resolve_path(options, env.recipe_dir)
+
+    def config(self, options: LocalOptions, env: SourceEnv, fingerprint: str) -> dict[str, Any] | None:
+        import json
+
+        try:
+            data = json.loads((self.resolve_path(options, env.recipe_dir) / "config.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
 
 
 def check_model_dir(path: Path, allow_pickle: bool = False) -> None:

@@ -8,6 +8,7 @@ vocabulary: ``tiny:llama?layers=48&hidden=64``.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl
@@ -36,18 +37,36 @@ ARCHITECTURES = {
 
 
 class TinyOptions(Options):
+    """``"tiny:ARCH?key=value&..."`` (e.g. ``"tiny:llama?layers=4&seed=1"``): a small random model with a real
+    tokenizer, generated on the spot and kept in the store; nothing is downloaded, and the same options give
+    the same bytes."""
+
     arch: Literal["llama", "mistral", "qwen2"] = "llama"
+    """Architecture family of the generated transformers model; in the shorthand, the part before ``?``."""
     layers: int = Field(4, ge=1, le=128)
+    """Number of decoder layers (``num_hidden_layers``)."""
     hidden: int = Field(64, ge=8)
+    """Hidden size (``hidden_size``); must be divisible by ``heads``."""
     intermediate: int = Field(128, ge=8)
+    """Width of each layer's MLP (``intermediate_size``)."""
     heads: int = Field(4, ge=1)
+    """Attention heads (``num_attention_heads``); must be divisible by ``kv_heads``."""
     kv_heads: int = Field(2, ge=1)
+    """Key/value heads of grouped-query attention (``num_key_value_heads``)."""
     vocab: int = Field(512, ge=300, le=65536)  # byte-level BPE needs the 256 bytes plus merges
+    """Largest vocabulary of the byte-level BPE tokenizer, trained on a small built-in corpus that yields
+    about 930 tokens at most; the embedding has one row per token the tokenizer ends up with."""
     max_positions: int = Field(2048, ge=64)
+    """Longest sequence in tokens the model config declares (``max_position_embeddings``)."""
     tie_embeddings: bool = False
+    """Share the input embedding matrix with the output head (``tie_word_embeddings``)."""
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """dtype of the generated weights."""
     seed: int = 0
+    """Seed of the random weights: tiny models that differ only in seed have the same shapes, other weights."""
     chat_template: str = SOLAR_CHAT_TEMPLATE
+    """Jinja chat template saved with the tokenizer; the default is Sakura-SOLAR's (``### System:``,
+    ``### User:``, ``### Assistant:``)."""
 
 
 class TinySource(ModelSource):
@@ -82,24 +101,61 @@ class TinySource(ModelSource):
             env.store.abort(tmp)
             raise
 
+    def config(self, options: TinyOptions, env: SourceEnv, fingerprint: str) -> dict[str, Any]:
+        """The config ``generate_tiny_model`` writes (read back once the model is in the store)."""
+        import json
 
-def build_tokenizer(vocab_size: int, chat_template: str):
-    """A byte-level BPE tokenizer trained on a small embedded corpus: encodes any text, no downloads."""
+        artifact = env.store.lookup(fingerprint)
+        if artifact is not None and (artifact.path / "config.json").is_file():
+            return json.loads((artifact.path / "config.json").read_text())
+        _, architecture = ARCHITECTURES[options.arch]
+        return {
+            "architectures": [architecture],
+            "model_type": options.arch,
+            "vocab_size": tiny_vocab_size(options.vocab),
+            "hidden_size": options.hidden,
+            "intermediate_size": options.intermediate,
+            "num_hidden_layers": options.layers,
+            "num_attention_heads": options.heads,
+            "num_key_value_heads": options.kv_heads,
+            "max_position_embeddings": options.max_positions,
+            "tie_word_embeddings": options.tie_embeddings,
+            "dtype": options.dtype,
+        }
+
+
+SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>"]
+
+
+def train_bpe(vocab_size: int):
+    """The raw byte-level BPE (``tokenizers`` only: cheap to import) that ``build_tokenizer`` wraps."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
 
-    specials = ["<unk>", "<s>", "</s>", "<pad>"]
     tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=specials,
+        special_tokens=SPECIAL_TOKENS,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     corpus = (Path(__file__).parent / "corpus.txt").read_text(encoding="utf-8").splitlines()
     tokenizer.train_from_iterator(corpus, trainer=trainer)
+    return tokenizer
+
+
+@functools.lru_cache(maxsize=None)
+def tiny_vocab_size(vocab: int) -> int:
+    """The vocabulary a tiny model ends up with: ``vocab``, or fewer when the corpus runs out of merges."""
+    return train_bpe(vocab).get_vocab_size(with_added_tokens=True)
+
+
+def build_tokenizer(vocab_size: int, chat_template: str):
+    """A byte-level BPE tokenizer trained on a small embedded corpus: encodes any text, no downloads."""
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = train_bpe(vocab_size)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>"
     )

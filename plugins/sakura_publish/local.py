@@ -13,8 +13,15 @@ from sakura_publish.publisher import LINEAGE_FILE, Bundle, Publisher, PublishEnv
 
 
 class LocalOptions(Options):
-    path: str  # the folder to publish into, relative to the recipe's directory
-    overwrite: bool = False  # replace a non-empty folder that sakura did not write
+    """``publisher = "local"``: the model files, card, lineage and recipe copied into a folder, written beside
+    it and renamed into place, so the folder is never half-written."""
+
+    path: str
+    """Folder to publish into, relative to the recipe's directory (``~`` is expanded); each publish replaces
+    the whole folder."""
+    overwrite: bool = False
+    """Allow replacing a non-empty folder that sakura did not write (one without ``sakura-lineage.json``); its
+    contents are lost."""
 
 
 class LocalPublisher(Publisher):

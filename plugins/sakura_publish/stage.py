@@ -35,13 +35,24 @@ LINEAGE_FORMAT = "sakura-lineage/1"
 
 
 class PublishOptions(Options):
+    """``kind = "publish"``: hands a model to a publisher together with a model card (``README.md``), its
+    lineage (``sakura-lineage.json``) and a copy of the recipe; the publisher's own keys sit flat in the same
+    table."""
+
     model_config = ConfigDict(extra="allow", frozen=True)
 
     publisher: str
+    """Publisher that puts the model somewhere (see Publishers below)."""
     model: str
-    license: str | None = None  # SPDX-style id for the card; default: the inputs' license when they agree
+    """Model to publish: a stage that produces a model (merge, train) or a model alias."""
+    license: str | None = None
+    """License id for the model card's front matter (e.g. ``apache-2.0``); unset: the license of the Hub input
+    models when every one that states a license states the same one."""
     tags: list[str] = []
-    description: str = ""  # a paragraph at the top of the card
+    """Extra model card tags, after the ones sakura adds (``sakura``, the merge method, the trainer, ``lora``,
+    ...)."""
+    description: str = ""
+    """A paragraph at the top of the model card, under its title."""
 
     def publisher_raw(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
@@ -91,6 +102,17 @@ class PublishStage(StageKind):
         except PluginError:
             return {}
         return {entry.plugin.name: entry.plugin.version}
+
+    def estimate(self, options: PublishOptions, inputs: dict[str, dict[str, Any]], env: CheckEnv) -> Any:
+        """The model's weights: copied to a folder by the local publisher, uploaded by the others."""
+        from sakura_core.estimate import Estimate, model_bytes
+
+        size = model_bytes(inputs.get(options.model, {}).get("config"))
+        if size is None:
+            return None
+        if options.publisher == "local":
+            return Estimate(disk={"model copy": size})
+        return Estimate(upload=size)
 
     def run(self, ctx: StageContext) -> dict[str, Any]:
         options: PublishOptions = ctx.options

@@ -39,7 +39,76 @@ class TrainStage(StageKind):
         entry = plugins.trainers.entry(options.trainer)
         return {f"trainer:{options.trainer}": f"{entry.plugin.name}@{entry.plugin.version}/{entry.implementation.version}"}
 
+    def estimate(self, options: TrainOptions, inputs: dict[str, dict[str, Any]], env: CheckEnv) -> Any:
+        """GPU memory of a step at the recipe's micro batch and max_length (on one CUDA GPU with bf16, as
+        ``run`` sets it up), and the artifact: the whole model, the adapter and the checkpoints."""
+        from sakura_core.estimate import TrainSetup, dtype_bytes, dtype_of, model_bytes, train_estimate
+
+        config = inputs.get(options.model, {}).get("config")
+        if not isinstance(config, dict):
+            return None
+        trainer = env.plugins.trainers.get(options.trainer)
+        args = {**trainer.defaults, **options.args}
+        for old, new in (("gradient_checkpointing", "activation_checkpointing"),):
+            if old in options.args and new not in options.args:
+                args[new] = args.pop(old)
+        max_length = args.get("max_length", 1024) or config.get("max_position_embeddings") or 1024
+        data_max = inputs.get(options.dataset, {}).get("max_length")
+        if isinstance(data_max, int):  # the dataset stage dropped longer rows
+            max_length = min(max_length, data_max)
+        batch = args.get("per_device_train_batch_size", 8)
+        reference = "none"
+        if trainer.preference:
+            precompute = (options.ref_cache and args.get("precompute_ref_log_probs", True) and not args.get("sync_ref_model")) \
+                or args.get("precompute_ref_log_probs", False)
+            reference = "precompute" if precompute else ("in-step" if options.lora else "model")
+        compute = "float16" if args.get("fp16") else (None if args.get("bf16") is False else "bfloat16")
+        lora = options.lora
+        setup = TrainSetup(
+            micro_batch=batch,
+            max_length=max_length,
+            preference=trainer.preference,
+            lora_r=lora.r if lora else None,
+            lora_targets=lora.target_modules if lora else "all-linear",
+            lora_bias=lora.bias if lora else "none",
+            quantize_4bit=bool(lora and lora.quantize == "4bit"),
+            compute_dtype=compute,
+            checkpointing=bool(args.get("activation_checkpointing")),
+            eight_bit_optimizer="8bit" in str(args.get("optim", "")),
+            reference=reference,
+            reference_batch=args.get("precompute_ref_batch_size") or 2 * batch,
+            fused_head=_fused_lm_head(),
+        )
+        estimate = train_estimate(config, setup)
+        if estimate is None:
+            return None
+        size = model_bytes(config) or 0
+        estimate.disk["model"] = size  # the adapter merged in, in the weights' dtype
+        trainable = estimate.output["trainable_params"]
+        if lora:
+            estimate.disk["adapter"] = trainable * 4
+        if args.get("save_strategy", "steps") != "no":
+            # each checkpoint: the trained weights and AdamW's two moments (fp32 for an adapter)
+            each = trainable * 12 if lora else size + trainable * 2 * dtype_bytes(dtype_of(config), 4)
+            estimate.disk["checkpoints"] = each * (args.get("save_total_limit") or 1)
+        if options.launcher and options.launcher.config_file:
+            estimate.notes.append("per process, as if unsharded: DeepSpeed ZeRO / FSDP in the launcher config use less")
+        return estimate
+
     def run(self, ctx: StageContext) -> dict[str, Any]:
         from sakura_trl.run import run_stage
 
         return run_stage(ctx)
+
+
+def _fused_lm_head() -> bool:
+    """Whether the installed trl scores log-probs in tiles without materializing the logits (its
+    ``kernels/chunked_logprob.py``), found without importing trl."""
+    import importlib.util
+    from pathlib import Path
+
+    try:
+        spec = importlib.util.find_spec("trl")
+    except (ImportError, ValueError):
+        return False
+    return bool(spec and spec.origin and (Path(spec.origin).parent / "kernels" / "chunked_logprob.py").is_file())

@@ -1,0 +1,172 @@
+"""docs/recipes.md cannot drift: its reference part is what the code generates, every option of every
+registered plugin (nested tables included) is in it with a meaning, and its example recipe validates."""
+
+from __future__ import annotations
+
+import difflib
+import re
+import typing
+from typing import Any, Literal, Optional
+
+import pytest
+from pydantic import BaseModel, Field
+
+from sakura_core import hookimpl, reference
+from sakura_core.plugins import REGISTRIES, Plugins
+from sakura_core.recipe import TOP_LEVEL_DOCS, TOP_LEVEL_KEYS
+from sakura_core.stage import Options, StageKind
+
+DOC = reference.DOC
+# The section of docs/recipes.md where each registry's entries have their headings.
+SECTION_OF = {"model_sources": "Models", "stage_kinds": "Stages", **{k: v[0] for k, v in reference.SECTIONS.items()}}
+
+
+@pytest.fixture(scope="module")
+def plugins() -> Plugins:
+    return Plugins(entry_points=False)  # built-ins only, as the reference has them
+
+
+@pytest.fixture(scope="module")
+def built(plugins) -> reference.Reference:
+    return reference.build(plugins)
+
+
+def sections(text: str) -> dict[str, str]:
+    parts = re.split(r"^## (.+?)\s*$", text, flags=re.M)
+    return dict(zip(parts[1::2], parts[2::2]))
+
+
+def test_recipes_md_is_what_the_code_generates(built):
+    text = DOC.read_text(encoding="utf-8")
+    wanted = reference.document(text, built.markdown)
+    if text != wanted:
+        diff = difflib.unified_diff(text.splitlines(), wanted.splitlines(), "docs/recipes.md", "generated", lineterm="", n=1)
+        pytest.fail(f"docs/recipes.md is out of date: run `{reference.REGENERATE}`\n" + "\n".join(list(diff)[:40]))
+
+
+def test_every_option_has_a_meaning(built):
+    assert not built.undocumented, (
+        "options without a meaning: write a docstring under the field (or Field(description=...)): "
+        + ", ".join(built.undocumented)
+    )
+    assert all(r.type and r.default for r in built.rows)
+
+
+def test_engine_keys_are_all_described():
+    assert set(TOP_LEVEL_DOCS) == set(TOP_LEVEL_KEYS)
+
+
+# -- an independent walk over the registries: every options model a recipe can reach -----------------------
+def models_in(tp: Any) -> list[type[BaseModel]]:
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return [tp]
+    return [m for arg in typing.get_args(tp) for m in models_in(arg)]
+
+
+def reachable(model: type[BaseModel]) -> list[type[BaseModel]]:
+    found, todo = [], [model]
+    while todo:
+        current = todo.pop()
+        if current in found:
+            continue
+        found.append(current)
+        for info in current.model_fields.values():
+            todo += models_in(info.annotation)
+    return found
+
+
+def registered_options(plugins: Plugins) -> list[tuple[str, str, type[BaseModel]]]:
+    out = []
+    for attr in REGISTRIES:
+        for entry in plugins.registries[attr].entries.values():
+            impl = entry.implementation
+            model = getattr(impl, "Options", None) or getattr(impl, "options", None)
+            if isinstance(model, type) and issubclass(model, BaseModel):
+                out.append((attr, entry.name, model))
+    return out
+
+
+def test_every_field_of_every_registered_options_model_is_documented(plugins, built):
+    documented = {(row.model, row.field) for row in built.rows if row.model is not None}
+    options = registered_options(plugins)
+    assert {attr for attr, _, _ in options} >= {"stage_kinds", "model_sources", "merge_methods", "dataset_adapters", "publishers"}
+    missing = [
+        f"{attr} {name}: {model.__qualname__}.{field}"
+        for attr, name, top in options
+        for model in reachable(top)
+        for field in model.model_fields
+        if (model, field) not in documented
+    ]
+    assert not missing, f"options missing from the reference: {missing}"
+
+
+def test_nested_option_tables_are_covered(built):
+    """lora, launcher, sources entries, merge slices and their sources, models entries, { filter, value }."""
+    keys = {row.key for row in built.rows}
+    for key in ("lora.r", "lora.quantize", "launcher.num_processes", "sources[].adapter", "sources[].max_rows",
+                "slices[].sources[].layer_range", "slices[].residual_weight", "models[].parameters", "filter", "value"):
+        assert key in keys, key
+    text = DOC.read_text(encoding="utf-8")
+    for row in built.rows:
+        assert f"| `{row.key}` |" in text, row.key
+
+
+def test_every_registered_plugin_entry_has_a_described_section(plugins):
+    parts = sections(DOC.read_text(encoding="utf-8"))
+    for attr, title in SECTION_OF.items():
+        for name in plugins.registries[attr].names():
+            body = parts[title].split(f"### `{name}`\n", 1)
+            assert len(body) == 2, f"no '### `{name}`' under '## {title}'"
+            intro = body[1].lstrip().split("\n", 1)[0]
+            assert intro and not intro.startswith("|"), f"{title} {name}: no description before its table"
+
+
+def test_every_registry_is_documented():
+    assert set(REGISTRIES) == set(SECTION_OF)
+
+
+def test_a_new_option_or_plugin_without_a_meaning_is_caught():
+    class NewOptions(Options):
+        """``kind = "new"``: a stage kind a plugin adds."""
+
+        documented: int = Field(3, ge=1)
+        """How many, counted in things."""
+        bare: str = "x"
+
+    class New(StageKind):
+        Options = NewOptions
+
+    class Plugin:
+        @hookimpl
+        def sakura_register_stage_kinds(self, register):
+            register("new", New())
+
+    plugins = Plugins(entry_points=False)
+    plugins.register_object(Plugin(), "new-plugin")
+    built = reference.build(plugins)
+    assert "| `documented` | int ≥ 1 | `3` | How many, counted in things. |" in built.markdown
+    assert built.undocumented == [f"{NewOptions.__qualname__}.bare (bare)"]
+
+
+def test_type_names_read_well():
+    assert reference.type_text(int | list[int]) == "int | list[int]"
+    assert reference.type_text(Optional[Literal["auto", "cpu", "cuda"]]) == '"auto" | "cpu" | "cuda"'
+    assert reference.type_text(dict[str, Any]) == "table"
+    assert reference.type_text(Optional[float]) == "float"
+    assert reference.type_text(tuple[int, int]) == "[int, int]"
+    assert reference.type_text(typing.Union[bool, int, float, str, list[typing.Union[bool, int, float, str]]]) == "scalar | list[scalar]"
+
+
+def test_the_example_recipe_validates(tmp_path):
+    """The recipe in docs/recipes.md validates as it is (saved beside the demo's data)."""
+    from sakura_core.recipe import load_recipe
+
+    block = re.search(r"```toml\n(name = .*?)```", DOC.read_text(encoding="utf-8"), flags=re.S).group(1)
+    path = DOC.parent.parent / "recipes" / f".recipes-md-check-{tmp_path.name}.toml"
+    try:
+        path.write_text(block)
+        recipe = load_recipe(path)
+    finally:
+        path.unlink(missing_ok=True)
+    assert list(recipe.stages) == ["merge", "data", "dpo", "publish"]
+    assert recipe.stages["dpo"].depends_on == ["merge", "data"]
