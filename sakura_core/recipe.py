@@ -209,7 +209,7 @@ def _parse_model(alias: str, spec: Any, plugins: Plugins, file: str, env: CheckE
         raise RecipeError("model names are letters, digits, '_' and '-'", file=file, key=key)
     sources = plugins.model_sources
     if isinstance(spec, str):
-        source_name, raw = _split_model_shorthand(spec, sources.names())
+        source_name, raw = _split_model_shorthand(spec, sources.names(), env.recipe_dir)
         source = sources.get(source_name)
         try:
             raw = source.parse(raw)
@@ -237,12 +237,13 @@ def _parse_model(alias: str, spec: Any, plugins: Plugins, file: str, env: CheckE
     return ModelRef(alias=alias, source_name=source_name, source=source, options=options)
 
 
-def _split_model_shorthand(spec: str, source_names: list[str]) -> tuple[str, str]:
-    """``tiny:llama`` -> tiny; ``./dir`` or ``/abs`` -> local; ``org/name[@rev]`` -> hub."""
+def _split_model_shorthand(spec: str, source_names: list[str], recipe_dir: Path) -> tuple[str, str]:
+    """``tiny:llama`` -> tiny; ``./dir``, ``/abs`` or a directory beside the recipe -> local;
+    ``org/name[@rev]`` -> hub. Relative paths mean the recipe's directory, wherever sakura runs from."""
     scheme, sep, rest = spec.partition(":")
     if sep and scheme in source_names:
         return scheme, rest
-    if spec.startswith((".", "/", "~")) or os.path.isdir(os.path.expanduser(spec)):
+    if spec.startswith((".", "/", "~")) or (recipe_dir / os.path.expanduser(spec)).is_dir():
         return "local", spec
     return "hub", spec
 

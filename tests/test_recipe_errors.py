@@ -94,3 +94,22 @@ def test_missing_local_model_is_a_recipe_error(write_recipe, sakura):
     for command in ("validate", "run"):
         result = sakura(command, path, check=2)
         assert result.stderr.strip() == f"r.toml: models.base: model directory {path.parent / 'no-such-model'} does not exist"
+
+
+def test_a_bare_model_directory_means_beside_the_recipe(tmp_path, tiny_model, monkeypatch):
+    """``m = "mymodel"`` is the directory next to the recipe, whatever the working directory is."""
+    import shutil
+
+    from sakura_core.recipe import load_recipe
+
+    recipe_dir = tmp_path / "project"
+    recipe_dir.mkdir()
+    shutil.copytree(tiny_model, recipe_dir / "mymodel")
+    path = recipe_dir / "r.toml"
+    stage = '[stages.p]\nkind = "publish"\npublisher = "local"\nmodel = "m"\npath = "out"\n'
+    path.write_text('[models]\nm = "mymodel"\n' + stage)
+    monkeypatch.chdir(tmp_path)  # not the recipe's directory
+    assert load_recipe(path).models["m"].source_name == "local"
+    monkeypatch.chdir(recipe_dir.parent.parent)
+    (recipe_dir / "r2.toml").write_text('[models]\nm = "someorg/mymodel"\n' + stage)
+    assert load_recipe(recipe_dir / "r2.toml").models["m"].source_name == "hub"
