@@ -144,3 +144,16 @@ def test_tensorboard_asked_but_not_installed(tmp_path):
         pytest.skip("tensorboard is installed here")
     result = run(write_recipe(tmp_path, DPO), ['stages.dpo.args.report_to=["tensorboard"]'])
     _assert_failed_cleanly(result, "dpo", "tensorboard, which is not installed (pip install tensorboard)")
+
+
+def test_launch_command_keeps_the_config_files_port_unless_one_is_set(tmp_path):
+    from sakura_trl.launch import launch_command
+    from sakura_trl.options import LauncherOptions
+
+    def port(**options):
+        cmd = launch_command(tmp_path / "spec.json", LauncherOptions(**options), tmp_path)
+        return cmd[cmd.index("--main_process_port") + 1] if "--main_process_port" in cmd else None
+
+    assert port(num_processes=2) == "0"  # no config file: any free port
+    assert port(num_processes=2, config_file="ds.yaml") is None  # the file's main_process_port applies
+    assert port(num_processes=2, config_file="ds.yaml", main_process_port=29511) == "29511"

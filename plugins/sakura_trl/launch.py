@@ -29,7 +29,8 @@ def launch_command(spec_path: Path, launcher: Any, recipe_dir: Path) -> list[str
         cmd += ["--config_file", str(recipe_dir / launcher.config_file)]
     elif launcher.num_processes > 1:
         cmd += ["--multi_gpu", "--mixed_precision", "no", "--dynamo_backend", "no"]
-    cmd += ["--main_process_port", str(launcher.main_process_port or 0)]
+    if launcher.main_process_port or not launcher.config_file:  # a config file's own port wins unless one is set
+        cmd += ["--main_process_port", str(launcher.main_process_port or 0)]  # 0: a free port
     cmd += ["-m", "sakura_trl.worker", str(spec_path)]
     return cmd
 
