@@ -54,16 +54,18 @@ def test_hook_example_runs(hook, write_recipe, tiny_model_factory):
         assert result.ok and result.outcome("size").metrics["parameters"] > 1000
 
 
-def test_readme_recipe_is_valid(tmp_path):
-    """The recipe shown in the README validates as it is (saved beside the demo's data)."""
+@pytest.mark.parametrize("doc", ["README.md", "docs/recipes.md"])
+def test_the_recipe_shown_in_a_doc_is_valid(doc, tmp_path):
+    """The recipe a document shows validates as it is (saved beside the demo's data)."""
     from sakura_core.recipe import load_recipe
 
-    readme = (DOC.parent.parent / "README.md").read_text()
-    block = re.search(r"```toml\n(name = .*?)```", readme, flags=re.S).group(1)
-    path = DOC.parent.parent / "recipes" / f".readme-check-{tmp_path.name}.toml"
+    text = (DOC.parent.parent / doc).read_text(encoding="utf-8")
+    block = re.search(r"```toml\n(name = .*?)```", text, flags=re.S).group(1)
+    path = DOC.parent.parent / "recipes" / f".doc-check-{tmp_path.name}.toml"
     try:
         path.write_text(block)
         recipe = load_recipe(path)
     finally:
         path.unlink(missing_ok=True)
     assert list(recipe.stages) == ["merge", "data", "dpo", "publish"]
+    assert recipe.stages["dpo"].depends_on == ["merge", "data"]
