@@ -11,6 +11,7 @@ Publishing an unchanged artifact makes no commit (the Hub's preupload reports ev
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -113,10 +114,10 @@ class HubPublisher(Publisher):
         """``namespace/name``; a bare name goes to the token owner's namespace (what ``hf upload`` does)."""
         if "/" in options.repo_id:
             return options.repo_id
-        from huggingface_hub import HfApi, constants
+        from huggingface_hub import constants
 
         try:
-            user = HfApi(token=token).whoami()["name"]
+            user = _token_owner(token, constants.ENDPOINT)
         except Exception as exc:  # noqa: BLE001 - any failure to ask becomes one line
             what = _describe(exc, _status(exc), token)
             raise StageError(
@@ -162,6 +163,14 @@ class HubPublisher(Publisher):
         if info.pr_url:
             record["pr_url"] = info.pr_url
         return record
+
+
+@functools.lru_cache(maxsize=8)
+def _token_owner(token: str, endpoint: str) -> str:
+    """Who the token belongs to, asked once per process (the card and the commit both need it)."""
+    from huggingface_hub import HfApi
+
+    return HfApi(token=token, endpoint=endpoint).whoami()["name"]
 
 
 def _status(exc: BaseException) -> int | None:
