@@ -8,6 +8,7 @@ environment: the real client against the real server, as a user would run it.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -57,6 +58,12 @@ class Hub:
     def run(self, *args: str, cwd: Path | None = None, **env_args) -> subprocess.CompletedProcess:
         """``sakura ARGS`` in a subprocess against this Hub."""
         return self.python("-m", "sakura_core", *args, cwd=cwd, **env_args)
+
+    def run_json(self, *args: str, cwd: Path | None = None, **env_args) -> dict:
+        """``sakura ARGS --json`` that must succeed; its JSON document."""
+        done = self.run(*args, "--json", cwd=cwd, **env_args)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return json.loads(done.stdout[done.stdout.index("{"):])
 
     def python(self, *args: str, cwd: Path | None = None, **env_args) -> subprocess.CompletedProcess:
         started = time.monotonic()

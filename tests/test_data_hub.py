@@ -29,9 +29,7 @@ def add_commit(hub, repo_id: str, files: dict[str, bytes]) -> str:
 
 
 def run_json(hub, recipe: Path) -> dict:
-    done = hub.run("run", str(recipe), "--json", cwd=recipe.parent)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return json.loads(done.stdout[done.stdout.index("{"):])
+    return hub.run_json("run", str(recipe), cwd=recipe.parent)
 
 
 def test_hub_dataset_revisions_and_fingerprints(hub, tmp_path):

@@ -89,9 +89,7 @@ def solar_hub(hub, tmp_path):  # noqa: F811 - the fixture of the same name
 
 
 def run(hub, store: Path, *args: str) -> dict:
-    done = hub.run(*args, "--json", SAKURA_STORE=str(store))
-    assert done.returncode == 0, done.stdout + done.stderr
-    return json.loads(done.stdout[done.stdout.index("{"):])
+    return hub.run_json(*args, SAKURA_STORE=str(store))
 
 
 def statuses(out: dict) -> dict[str, str]:
