@@ -398,26 +398,6 @@ def test_a_new_adapter_is_one_small_plugin(tmp_path):
     assert run(recipe).outcome("data").status == "ran"
 
 
-def test_rows_are_written_in_the_exact_shuffled_order_across_buckets(tmp_path, monkeypatch):
-    """The bounded-memory writer: several input files, several buckets, repeated rows (weights)."""
-    import datasets
-    import numpy as np
-
-    import sakura_data.build as build
-
-    files = []
-    for f in range(3):
-        part = datasets.Dataset.from_dict({"x": list(range(f * 10, f * 10 + 10)), "y": [str(i) for i in range(10)]})
-        path = tmp_path / f"part{f}.arrow"
-        part.map(lambda b: b, batched=True, batch_size=4, cache_file_name=str(path))
-        files.append(str(path))
-    order = np.random.default_rng(0).permutation(np.concatenate([np.arange(30), np.arange(5, 12)]))
-    monkeypatch.setattr(build, "BUCKET_ROWS", 4)
-    got = [v for table in build.ordered_buckets(files, order, ["x"], tmp_path) for v in table.column("x").to_pylist()]
-    assert got == order.tolist()
-    assert not list(tmp_path.glob(".bucket-*"))
-
-
 def test_orca_system_column_can_be_left_out(tmp_path):
     """``system = false``: the prompt is the question alone, as in the Sakura-SOLAR runs."""
     recipe = write_recipe(

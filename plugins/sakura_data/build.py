@@ -1,15 +1,16 @@
 """The work of a ``dataset`` stage: read sources, map rows with adapters, filter by tokens, mix, split, save.
 
 Imported only when a dataset stage runs (``datasets``, ``transformers`` and numpy are imported here).
-Rows stay in memory-mapped Arrow files from start to end: per row, only an 8-byte prompt hash and a few
-indices are held in memory, so peak memory does not grow with the number of rows.
+Rows go from file to file a batch at a time, read with plain reads (``workers``), and dedup, sampling and
+shuffling work on disk a bounded piece at a time (``mixing``): peak memory does not grow with the number
+of rows. What the process holds per row is only the row numbers of duplicate prompts.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
-import hashlib
 import json
 import logging
 import os
@@ -17,18 +18,27 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from sakura_core.errors import StageError
-from sakura_core.hashing import hash_json
 from sakura_core.stage import StageContext
 
-from sakura_data.adapters import Adapter, Skip
+from sakura_data.adapters import Adapter
+from sakura_data.mixing import (
+    Histogram, Sampler, Shuffler, among, expand, find_duplicates, partitions_for, row_keys, rows_out,
+)
 from sakura_data.options import FILE_FORMATS, DatasetOptions, SourceOptions
+from sakura_data.rows import HELPER_COLUMNS, features_for, process_batch
+from sakura_data.save import SplitWriter
 from sakura_data.stage import locate
+from sakura_data.workers import MapJob, MapResult, map_source_rows, read_rows
 
 PERCENTILES = (50, 90, 95, 99)
-HELPER_COLUMNS = ("_drop", "_key", "_prompt_len", "_len")
-PARALLEL_MIN_ROWS = 20_000
-BUCKET_ROWS = 50_000  # rows of the output put in order in memory at a time  # below this, worker start-up costs more than it saves
+PARALLEL_MIN_ROWS = 20_000  # below this, worker start-up costs more than it saves
+MIX_BATCH_ROWS = 10_000  # rows read at a time when mixing: fewer, larger pieces per shuffle bucket
+SHUFFLE_SALT = 1 << 32  # sampling uses the source's index as its salt; the shuffle keys use this one
 
 
 # -- reading ---------------------------------------------------------------------------------------
@@ -128,117 +138,7 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-# -- mapping ---------------------------------------------------------------------------------------
-def features_for(fmt: str) -> Any:
-    import datasets
-
-    message = {"role": datasets.Value("string"), "content": datasets.Value("string")}
-    messages = datasets.List(message)
-    helpers = {
-        "_drop": datasets.Value("string"),
-        "_key": datasets.Value("int64"),
-        "_prompt_len": datasets.Value("int32"),
-        "_len": datasets.Value("int32"),
-    }
-    if fmt == "sft":
-        return datasets.Features({"messages": messages, **helpers})
-    return datasets.Features({"prompt": messages, "chosen": messages, "rejected": messages, **helpers})
-
-
-def _empty(value: Any) -> bool:
-    return value is None or (isinstance(value, (str, list, dict)) and not (value.strip() if isinstance(value, str) else value))
-
-
-def _prompt_key(messages: list[dict[str, str]]) -> int:
-    """64-bit hash of the normalized prompt: case and whitespace folded."""
-    text = "\x00".join(" ".join(m["content"].lower().split()) for m in messages)
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little", signed=True)
-
-
-def process_batch(
-    batch: dict[str, list[Any]],
-    *,
-    adapter: Adapter,
-    adapter_options: Any,
-    required: list[str],
-    present: list[str],
-    fmt: str,
-    tokenizer: Any,
-    max_length: int | None,
-    max_prompt_length: int | None,
-) -> dict[str, list[Any]]:
-    """Map a batch of source rows to canonical rows plus helper columns (drop reason, prompt hash, lengths)."""
-    n = len(batch[present[0]])
-    columns = ("messages",) if fmt == "sft" else ("prompt", "chosen", "rejected")
-    out: dict[str, list[Any]] = {c: [] for c in (*columns, *HELPER_COLUMNS)}
-    placeholder = [{"role": "user", "content": ""}]
-    kept: list[int] = []
-    for r in range(n):
-        row = {c: batch[c][r] for c in present}
-        reason = next((f"null or empty {c}" for c in required if _empty(row[c])), "")
-        converted: dict[str, Any] = {}
-        if not reason:
-            try:
-                converted = adapter.convert(row, adapter_options)
-            except Skip as skip:
-                reason = str(skip) or "skipped by adapter"
-            else:
-                if any(not m["content"] for c in columns for m in converted[c]) or any(not converted[c] for c in columns):
-                    reason = "empty message"
-        if reason:
-            for c in columns:
-                out[c].append(placeholder)
-            out["_key"].append(0)
-        else:
-            for c in columns:
-                out[c].append(converted[c])
-            prompt = converted["prompt"] if fmt != "sft" else _sft_prompt(converted["messages"])
-            out["_key"].append(_prompt_key(prompt))
-            kept.append(r)
-        out["_drop"].append(reason)
-    out["_prompt_len"] = [0] * n
-    out["_len"] = [0] * n
-    if tokenizer is not None and kept:
-        count_tokens(out, kept, fmt, tokenizer, max_length, max_prompt_length)
-    return out
-
-
-def _sft_prompt(messages: list[dict[str, str]]) -> list[dict[str, str]]:
-    first_answer = next((i for i, m in enumerate(messages) if m["role"] == "assistant"), len(messages))
-    return messages[:first_answer] or messages
-
-
-def count_tokens(
-    out: dict[str, list[Any]], kept: list[int], fmt: str, tokenizer: Any, max_length: int | None,
-    max_prompt_length: int | None,
-) -> None:
-    """Token lengths with the model's chat template; rows over the limits get a drop reason."""
-    template = tokenizer.apply_chat_template
-    if fmt == "sft":
-        texts = template([out["messages"][r] for r in kept], tokenize=False)
-        ids = tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
-        for r, tokens in zip(kept, ids):
-            out["_len"][r] = len(tokens)
-            if max_length and len(tokens) > max_length:
-                out["_drop"][r] = f"longer than {max_length} tokens"
-        return
-    prompts = [out["prompt"][r] for r in kept]
-    texts = template(prompts, tokenize=False, add_generation_prompt=True)
-    texts += template([p + out["chosen"][r] for p, r in zip(prompts, kept)], tokenize=False)
-    texts += template([p + out["rejected"][r] for p, r in zip(prompts, kept)], tokenize=False)
-    ids = tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
-    k = len(kept)
-    for j, r in enumerate(kept):
-        prompt_len = len(ids[j])
-        total = max(len(ids[k + j]), len(ids[2 * k + j]))
-        out["_prompt_len"][r] = prompt_len
-        out["_len"][r] = total
-        if max_prompt_length and prompt_len > max_prompt_length:
-            out["_drop"][r] = f"prompt longer than {max_prompt_length} tokens"
-        elif max_length and total > max_length:
-            out["_drop"][r] = f"longer than {max_length} tokens"
-
-
+# -- checking --------------------------------------------------------------------------------------
 def check_columns(data: Any, source: SourceOptions, i: int, adapter: Adapter) -> tuple[Any, list[str], list[str]]:
     """(adapter options, required columns, columns to read) of a source; fails on a missing column."""
     from sakura_core.recipe import validate_options
@@ -259,37 +159,6 @@ def check_columns(data: Any, source: SourceOptions, i: int, adapter: Adapter) ->
     return adapter_options, required, present
 
 
-def map_source(
-    data: Any, source: SourceOptions, i: int, adapter: Adapter, fmt: str, tokenizer: Any, options: DatasetOptions,
-    cache_file: Path, fingerprint: str, columns: tuple[Any, list[str], list[str]],
-) -> Any:
-    label = describe(source, i)
-    adapter_options, required, present = columns
-    data = data.select_columns(present)
-    num_proc = options.num_proc or (min(2, os.cpu_count() or 1) if len(data) >= PARALLEL_MIN_ROWS else 1)
-    return data.map(
-        process_batch,
-        batched=True,
-        batch_size=options.batch_size,
-        num_proc=num_proc if num_proc > 1 else None,
-        remove_columns=present,
-        features=features_for(fmt),
-        fn_kwargs={
-            "adapter": adapter,
-            "adapter_options": adapter_options,
-            "required": required,
-            "present": present,
-            "fmt": fmt,
-            "tokenizer": tokenizer,
-            "max_length": options.max_length,
-            "max_prompt_length": options.max_prompt_length,
-        },
-        cache_file_name=str(cache_file),
-        new_fingerprint=fingerprint,
-        desc=f"{label}: mapping",
-    )
-
-
 # -- the stage -------------------------------------------------------------------------------------
 def load_tokenizer(ctx: StageContext, name: str) -> Any:
     from transformers import AutoTokenizer
@@ -306,8 +175,6 @@ def load_tokenizer(ctx: StageContext, name: str) -> Any:
 
 def build_dataset(ctx: StageContext) -> dict[str, Any]:
     import datasets
-    import numpy as np
-    import pyarrow.compute as pc
 
     options: DatasetOptions = ctx.options
     datasets.disable_progress_bars()
@@ -316,94 +183,85 @@ def build_dataset(ctx: StageContext) -> dict[str, Any]:
     tokenizer = load_tokenizer(ctx, options.tokenizer) if options.tokenizer else None
     cache_dir = ctx.work_dir / "hf-datasets"
     cache_dir.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(options.seed)
 
     # 1. read every source and check its columns before any processing
     raw = [load_source(s, i, ctx.recipe_dir, cache_dir) for i, s in enumerate(options.sources)]
     columns = [check_columns(data, s, i, a) for i, (s, a, data) in enumerate(zip(options.sources, adapters, raw))]
-    # 2. map + count tokens, per source, and count the drop reasons
-    mapped_parts, keeps, reasons_per_source = [], [], []
-    offset = 0
-    for i, (source, adapter, data) in enumerate(zip(options.sources, adapters, raw)):
-        with ctx.progress(f"source {i} {source.path}", total=len(data), unit="rows") as task:
-            fingerprint = hash_json([ctx.fingerprint, i])[:16]
-            cache_file = ctx.work_dir / f"source{i}-{fingerprint}.arrow"
-            mapped = map_source(data, source, i, adapter, fmt, tokenizer, options, cache_file, fingerprint, columns[i])
-            task.update(len(data))
-        drop = mapped.data.column("_drop")
-        reasons = {str(v["values"]): int(v["counts"]) for v in pc.value_counts(drop).to_pylist() if v["values"]}
-        keep = np.flatnonzero(pc.equal(drop, "").to_numpy(zero_copy_only=False)) + offset
-        if keep.size == 0:
+    sizes = [len(data) for data in raw]
+    files = [arrow_files(data, ctx.work_dir / f"source{i}-flat.arrow") for i, data in enumerate(raw)]
+    # Only the files are read from here on. `load_dataset` leaves pages of the file it wrote resident in
+    # its memory map (63 MiB of a 1M-row source); closing the maps takes them out of this process.
+    del raw
+    gc.collect()
+    offsets = [sum(sizes[:i]) for i in range(len(sizes))]
+    partitions = partitions_for(sum(sizes))
+
+    # 2. map + count tokens, per source, in workers that also write the prompt hashes for dedup
+    mapped: list[MapResult] = []
+    for i, (source, adapter) in enumerate(zip(options.sources, adapters)):
+        job = map_job(ctx, options, source, i, adapter, fmt, tokenizer, files[i], sizes[i], columns[i], offsets[i], partitions)
+        num_proc = options.num_proc or (min(2, os.cpu_count() or 1) if sizes[i] >= PARALLEL_MIN_ROWS else 1)
+        with ctx.progress(f"source {i} {source.path}", total=sizes[i], unit="rows") as task:
+            result = map_source_rows(job, num_proc, task.advance)
+        if result.kept == 0:
             raise StageError(
-                f"{describe(source, i)}: every one of its {len(data)} rows was dropped ({_reasons_text(reasons)})"
+                f"{describe(source, i)}: every one of its {sizes[i]} rows was dropped ({_reasons_text(result.reasons)})"
             )
-        mapped_parts.append(mapped)
-        keeps.append(keep)
-        reasons_per_source.append(reasons)
-        offset += len(mapped)
-    combined = mapped_parts[0] if len(mapped_parts) == 1 else datasets.concatenate_datasets(mapped_parts)
+        mapped.append(result)
 
     # 3. dedup across sources (earlier rows win), then each source's weight / cap
+    duplicates = None
     if options.dedup:
-        keeps = dedup(keeps, combined)
-    kept_parts, stats_sources = [], []
+        duplicates = find_duplicates([[f for m in mapped for f in m.key_files[p]] for p in range(partitions)])
+    stats_sources = []
     total_dropped: dict[str, int] = {}
-    for i, (source, data, keep, reasons) in enumerate(zip(options.sources, raw, keeps, reasons_per_source)):
-        duplicates = len(data) - sum(reasons.values()) - int(keep.size)
-        if duplicates:
-            reasons["duplicate prompt"] = duplicates
+    for i, (source, result) in enumerate(zip(options.sources, mapped)):
+        reasons = dict(result.reasons)
+        if duplicates is not None:
+            lo, hi = np.searchsorted(duplicates, [offsets[i], offsets[i] + sizes[i]])
+            if hi > lo:
+                reasons["duplicate prompt"] = int(hi - lo)
         for reason, n in reasons.items():
             total_dropped[reason] = total_dropped.get(reason, 0) + n
-        sampled = _sample(keep, source, rng)
+        kept = result.kept - reasons.get("duplicate prompt", 0)
         stats_sources.append(
             {
                 "source": source.path,
                 "adapter": source.adapter,
-                "rows_in": len(data),
+                "rows_in": sizes[i],
                 "dropped": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
-                "rows_kept": int(keep.size),
-                "rows_out": int(sampled.size),
+                "rows_kept": kept,
+                "rows_out": rows_out(kept, source.weight, source.max_rows),
                 **({"weight": source.weight} if source.weight is not None else {}),
                 **({"max_rows": source.max_rows} if source.max_rows is not None else {}),
             }
         )
-        kept_parts.append(sampled)
-    del keeps
-
-    # 4. mix, shuffle, split (all as index arrays over memory-mapped tables), save
-    order = np.concatenate(kept_parts)
-    del kept_parts
-    if order.size == 0:
+    total = sum(s["rows_out"] for s in stats_sources)
+    if total == 0:
         raise StageError(f"every row was dropped ({_reasons_text(total_dropped)})")
-    if options.shuffle:
-        rng.shuffle(order)
     test_n = 0
     if options.test_size is not None:
-        test_n = int(round(options.test_size * order.size)) if isinstance(options.test_size, float) else options.test_size
-        if test_n < 1 or test_n >= order.size:
-            raise StageError(f"test_size {options.test_size} leaves {order.size - test_n} training rows of {order.size}")
-    splits = {"train": order[test_n:] if test_n else order}
-    if test_n:
-        splits["test"] = order[:test_n]
+        test_n = int(round(options.test_size * total)) if isinstance(options.test_size, float) else options.test_size
+        if test_n < 1 or test_n >= total:
+            raise StageError(f"test_size {options.test_size} leaves {total - test_n} training rows of {total}")
 
-    prompt_len = combined.data.column("_prompt_len").to_numpy()
-    total_len = combined.data.column("_len").to_numpy()
-    final_columns = [c for c in combined.column_names if c not in HELPER_COLUMNS]
-    files = [f["filename"] for part in mapped_parts for f in part.cache_files]
-    del combined, mapped_parts, raw, mapped, data, drop
-    gc.collect()  # close the memory maps: pages read so far leave this process
-    with ctx.progress("saving", total=int(order.size), unit="rows") as task:
-        save_splits(files, splits, final_columns, ctx.output_dir / "dataset", task)
+    # 4. mix, shuffle and split, streaming the mapped rows; write the splits
+    final_columns = [c for c in features_for(fmt) if c not in HELPER_COLUMNS]
+    features = datasets.Features({c: features_for(fmt)[c] for c in final_columns})
+    writer = SplitWriter(ctx.output_dir / "dataset", {"test": test_n, "train": total - test_n}, features)
+    lengths, prompt_lengths = write_mixed(ctx, options, mapped, stats_sources, offsets, duplicates, final_columns, writer)
+    writer.close()
 
     tokens = None
     if tokenizer is not None:
-        tokens = {"tokenizer": options.tokenizer, "total": _percentiles(total_len[order])}
+        tokens = {"tokenizer": options.tokenizer, "total": lengths.summary(PERCENTILES)}
         if fmt != "sft":
-            tokens["prompt"] = _percentiles(prompt_len[order])
+            tokens["prompt"] = prompt_lengths.summary(PERCENTILES)
+    split_rows = {"train": total - test_n, **({"test": test_n} if test_n else {})}
     stats = {
         "format": fmt,
-        "rows": {name: int(idx.size) for name, idx in splits.items()},
-        "rows_in": sum(s["rows_in"] for s in stats_sources),
+        "rows": split_rows,
+        "rows_in": sum(sizes),
         "dropped": dict(sorted(total_dropped.items(), key=lambda kv: -kv[1])),
         "sources": stats_sources,
         "tokens": tokens,
@@ -426,12 +284,12 @@ def build_dataset(ctx: StageContext) -> dict[str, Any]:
         )
     )
     metrics: dict[str, Any] = {
-        "rows_train": stats["rows"]["train"],
+        "rows_train": split_rows["train"],
         "rows_in": stats["rows_in"],
         "rows_dropped": sum(total_dropped.values()),
     }
-    if "test" in stats["rows"]:
-        metrics["rows_test"] = stats["rows"]["test"]
+    if test_n:
+        metrics["rows_test"] = test_n
     if tokens:
         metrics["tokens_p50"] = tokens["total"]["p50"]
         metrics["tokens_p95"] = tokens["total"]["p95"]
@@ -440,132 +298,87 @@ def build_dataset(ctx: StageContext) -> dict[str, Any]:
     return metrics
 
 
-def dedup(keeps: list[Any], combined: Any) -> list[Any]:
-    """Each source's kept row indices without rows whose prompt hash was seen earlier (in any source).
-
-    About 30 bytes per row at the peak (hashes, a stable argsort, a mask), freed on return.
-    """
-    import numpy as np
-
-    kept = np.concatenate(keeps)
-    keys = combined.data.column("_key").to_numpy()[kept]
-    by_key = np.argsort(keys, kind="stable")  # equal hashes keep their row order: the first one wins
-    sorted_keys = keys[by_key]
-    del keys
-    first = np.empty(sorted_keys.size, dtype=bool)
-    first[:1] = True
-    np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=first[1:])
-    del sorted_keys
-    unique = by_key[first]
-    del by_key, first
-    unique.sort()
-    bounds = np.cumsum([0] + [k.size for k in keeps])
-    cuts = np.searchsorted(unique, bounds)
-    return [kept[unique[cuts[i] : cuts[i + 1]]] for i in range(len(keeps))]
-
-
-def save_splits(files: list[str], splits: dict[str, Any], columns: list[str], out: Path, task: Any) -> None:
-    """Write the splits in ``save_to_disk``'s layout with memory that does not grow with the rows.
-
-    ``Dataset.save_to_disk`` on a shuffled selection gathers rows at random from memory-mapped tables, and
-    every page it touches stays resident in the process: it grows by the size of the data. Here the rows
-    are read sequentially (plain reads, not maps) and scattered into bucket files by output position, then
-    each bucket is put in order in memory and appended: two sequential passes, one bucket in memory.
-    The result loads with ``datasets.load_from_disk``.
-    """
-    import dataclasses
-
-    import datasets
-    from datasets.arrow_writer import ArrowWriter
-
-    out.mkdir(parents=True)
-    features = datasets.Dataset.from_file(files[0]).select_columns(columns).features
-    for name, order in splits.items():
-        (out / name).mkdir()
-        filename = "data-00000-of-00001.arrow"
-        writer = ArrowWriter(features=features, path=str(out / name / filename))
-        for table in ordered_buckets(files, order, columns, out / name):
-            writer.write_table(table)
-            task.advance(table.num_rows)
-        writer.finalize()
-        written = datasets.Dataset.from_file(str(out / name / filename))
-        state = {
-            key: written.__dict__[key]
-            for key in ("_fingerprint", "_format_columns", "_format_kwargs", "_format_type", "_output_all_columns")
-        }
-        state.update(_split=None, _data_files=[{"filename": filename}])
-        (out / name / datasets.config.DATASET_STATE_JSON_FILENAME).write_text(json.dumps(state, indent=2, sort_keys=True))
-        info = dataclasses.asdict(written._info)
-        (out / name / datasets.config.DATASET_INFO_FILENAME).write_text(json.dumps(dict(sorted(info.items())), indent=2))
-        del written
-    (out / datasets.config.DATASETDICT_JSON_FILENAME).write_text(json.dumps({"splits": list(splits)}))
+def write_mixed(
+    ctx: StageContext, options: DatasetOptions, mapped: list[MapResult], stats_sources: list[dict[str, Any]],
+    offsets: list[int], duplicates: Any, final_columns: list[str], writer: SplitWriter,
+) -> tuple[Histogram, Histogram]:
+    """Stream every source's mapped rows: keep, sample, shuffle, write; the token-length histograms of the output."""
+    lengths, prompt_lengths = Histogram(), Histogram()
+    total = sum(s["rows_out"] for s in stats_sources)
+    shuffler = None
+    if options.shuffle:
+        mapped_bytes = sum(p.stat().st_size for m in mapped for p in m.parts)
+        shuffler = Shuffler(ctx.work_dir, mapped_bytes * total // max(1, sum(m.kept for m in mapped)))
+    with ctx.progress("mixing", total=total, unit="rows") as task:
+        for i, (result, stats) in enumerate(zip(mapped, stats_sources)):
+            sampler = Sampler(stats["rows_kept"], stats["rows_out"], options.seed, salt=i)
+            row = offsets[i]
+            parts = [str(p) for p in result.parts]
+            wanted = [*final_columns, "_drop", "_len", "_prompt_len"]
+            for table in read_rows(parts, wanted, 0, stats["rows_in"], max(options.batch_size, MIX_BATCH_ROWS)):
+                rows = np.arange(row, row + table.num_rows, dtype=np.int64)
+                row += table.num_rows
+                keep = pc.equal(table.column("_drop"), "").to_numpy(zero_copy_only=False)
+                if duplicates is not None:
+                    keep = keep & ~among(rows, duplicates)
+                positions = np.flatnonzero(keep)
+                taken, copies = expand(positions, sampler.take(rows[positions]))
+                if taken.size == 0:
+                    continue
+                chosen = table.take(pa.array(taken))
+                lengths.add(chosen.column("_len").to_numpy())
+                prompt_lengths.add(chosen.column("_prompt_len").to_numpy())
+                chosen = chosen.select(final_columns)
+                if shuffler is not None:
+                    shuffler.add(chosen, row_keys(options.seed, SHUFFLE_SALT, rows[taken], copies))
+                else:
+                    writer.write(chosen)
+                task.advance(chosen.num_rows)
+    if shuffler is not None:
+        with ctx.progress("shuffling", total=total, unit="rows") as task:
+            for table in shuffler.ordered():
+                writer.write(table)
+                task.advance(table.num_rows)
+    return lengths, prompt_lengths
 
 
-def ordered_buckets(files: list[str], order: Any, columns: list[str], tmp_dir: Path) -> Iterator[Any]:
-    """Tables of the rows ``order`` names (global row numbers over ``files``), in that order, a bucket at a time."""
-    import numpy as np
+def arrow_files(data: Any, flat_path: Path) -> list[str]:
+    """The Arrow files holding a dataset's rows in order; a dataset that is not just its files is written out."""
+    files = [f["filename"] for f in data.cache_files]
+    if data._indices is None and files and sum(_stream_rows(f) for f in files) == len(data):
+        return files
+    return [f["filename"] for f in data.flatten_indices(cache_file_name=str(flat_path)).cache_files]
+
+
+def _stream_rows(file: str) -> int:
     import pyarrow as pa
 
-    by_row = np.argsort(order, kind="stable")  # output positions, by the row they take
-    rows = order[by_row]
-    buckets = max(1, -(-order.size // BUCKET_ROWS))
-    paths = [tmp_dir / f".bucket-{b}.arrow" for b in range(buckets)]
-    writers: dict[int, Any] = {}
-    base = 0
-    try:
-        for file in files:
-            with pa.OSFile(file) as source:
-                for batch in pa.ipc.open_stream(source):
-                    lo, hi = np.searchsorted(rows, [base, base + batch.num_rows])
-                    if hi > lo:
-                        picked = batch.select(columns).take(pa.array(rows[lo:hi] - base))
-                        positions = by_row[lo:hi]
-                        bucket_of = positions // BUCKET_ROWS
-                        for b in np.unique(bucket_of):
-                            mask = bucket_of == b
-                            part = picked.filter(pa.array(mask)).append_column("_pos", pa.array(positions[mask]))
-                            if b not in writers:
-                                writers[b] = pa.ipc.new_stream(str(paths[b]), part.schema)
-                            writers[b].write_batch(part)
-                    base += batch.num_rows
-    finally:
-        for w in writers.values():
-            w.close()
-    del by_row, rows
-    for b, path in enumerate(paths):
-        if b not in writers:
-            continue
-        with pa.OSFile(str(path)) as source:
-            table = pa.ipc.open_stream(source).read_all()
-        path.unlink()
-        table = table.take(pa.array(np.argsort(table.column("_pos").to_numpy()))).drop_columns(["_pos"])
-        yield table.replace_schema_metadata(None)
+    with pa.memory_map(file) as source:  # bodies are not read: only the batch headers' pages are touched
+        return sum(batch.num_rows for batch in pa.ipc.open_stream(source))
 
 
-def _sample(keep: Any, source: SourceOptions, rng: Any) -> Any:
-    """Apply a source's sample cap or weight to its kept row indices (seeded)."""
-    import numpy as np
-
-    n = keep.size
-    if source.max_rows is not None and n > source.max_rows:
-        return np.sort(rng.choice(keep, source.max_rows, replace=False))
-    if source.weight is not None and n > 0:  # nothing left to weight: the empty source stays empty
-        target = int(round(source.weight * n))
-        repeats, rest = divmod(target, n)
-        parts = [keep] * repeats + [np.sort(rng.choice(keep, rest, replace=False))]
-        return np.concatenate(parts)
-    return keep
-
-
-def _percentiles(values: Any) -> dict[str, Any]:
-    import numpy as np
-
-    if values.size == 0:
-        return {}
-    out = {f"p{p}": int(np.percentile(values, p, method="higher")) for p in PERCENTILES}
-    out["max"] = int(values.max())
-    out["mean"] = round(float(values.mean()), 1)
-    return out
+def map_job(
+    ctx: StageContext, options: DatasetOptions, source: SourceOptions, i: int, adapter: Adapter, fmt: str,
+    tokenizer: Any, files: list[str], rows: int, columns: tuple[Any, list[str], list[str]], offset: int,
+    partitions: int,
+) -> MapJob:
+    adapter_options, required, present = columns
+    process = functools.partial(
+        process_batch,
+        adapter=adapter,
+        adapter_options=adapter_options,
+        required=required,
+        present=present,
+        fmt=fmt,
+        tokenizer=tokenizer,
+        max_length=options.max_length,
+        max_prompt_length=options.max_prompt_length,
+    )
+    return MapJob(
+        files=files, columns=present, rows=rows, batch_size=options.batch_size, process=process,
+        features=features_for(fmt), row_offset=offset, partitions=partitions, out_dir=ctx.work_dir,
+        name=f"source{i}", label=describe(source, i),
+    )
 
 
 def _reasons_text(reasons: dict[str, int]) -> str:
