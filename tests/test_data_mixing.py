@@ -162,3 +162,4 @@ def test_an_adapter_that_raises_is_one_line_naming_the_source(tmp_path, num_proc
     assert "source 0 (qa.jsonl, adapter broken)" in message and "ValueError: cannot parse boom" in message
     assert "\n" not in message
     assert not list(Path(tmp_path / ".sakura").rglob("stats.json"))
+

@@ -8,14 +8,9 @@ of rows. What the process holds per row is only the row numbers of duplicate pro
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import gc
 import json
-import logging
 import os
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,10 +24,10 @@ from sakura_data.adapters import Adapter
 from sakura_data.mixing import (
     Histogram, Sampler, Shuffler, among, expand, find_duplicates, partitions_for, row_keys, rows_out,
 )
-from sakura_data.options import FILE_FORMATS, DatasetOptions, SourceOptions
+from sakura_data.options import DatasetOptions, SourceOptions
 from sakura_data.rows import HELPER_COLUMNS, features_for, process_batch
 from sakura_data.save import SplitWriter
-from sakura_data.stage import locate
+from sakura_data.sources import OpenedSource, describe, first_line, open_source
 from sakura_data.workers import MapJob, MapResult, map_source_rows, read_rows
 
 PERCENTILES = (50, 90, 95, 99)
@@ -41,110 +36,15 @@ MIX_BATCH_ROWS = 10_000  # rows read at a time when mixing: fewer, larger pieces
 SHUFFLE_SALT = 1 << 32  # sampling uses the source's index as its salt; the shuffle keys use this one
 
 
-# -- reading ---------------------------------------------------------------------------------------
-def describe(source: SourceOptions, i: int) -> str:
-    return f"source {i} ({source.path}, adapter {source.adapter})"
-
-
-def load_source(source: SourceOptions, i: int, recipe_dir: Path, cache_dir: Path) -> Any:
-    """A ``datasets.Dataset`` for one source (memory-mapped Arrow)."""
-    import datasets
-
-    where, path = locate(source, recipe_dir)
-    label = describe(source, i)
-    if where == "missing":
-        raise StageError(f"{label}: no such file or directory: {path}")
-    if where == "hub":
-        try:
-            return datasets.load_dataset(source.path, name=source.subset, split=source.split, revision=source.revision)
-        except Exception as exc:  # noqa: BLE001 - network, unknown repo or split: one line for the user
-            raise StageError(f"{label}: cannot load Hub dataset: {type(exc).__name__}: {_first_line(exc)}") from None
-    assert path is not None
-    if path.is_dir():
-        if (path / "dataset_dict.json").is_file() or (path / "dataset_info.json").is_file():
-            data = datasets.load_from_disk(str(path))
-            if isinstance(data, datasets.DatasetDict):
-                if source.split not in data:
-                    raise StageError(f"{label}: no split {source.split!r} (has {', '.join(data)})")
-                data = data[source.split]
-            return data
-        try:
-            return datasets.load_dataset(str(path), split=source.split, cache_dir=str(cache_dir))
-        except Exception as exc:  # noqa: BLE001
-            raise StageError(f"{label}: cannot read directory {path}: {_first_line(exc)}") from None
-    fmt = source.format or FILE_FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise StageError(f"{label}: cannot tell the format of {path.name} (set format = json / parquet / csv)")
-    try:
-        with quiet_datasets_errors():  # its ERROR log line duplicates the one-line error raised below
-            return datasets.load_dataset(fmt, data_files=str(path), split="train", cache_dir=str(cache_dir))
-    except Exception as exc:  # noqa: BLE001 - find the bad line for JSON, else name the file
-        if _blank(path):
-            raise StageError(f"{label}: {path} is empty") from None
-        if fmt == "json":
-            bad = find_bad_json_line(path)
-            if bad:
-                raise StageError(f"{label}: {path}: line {bad[0]}: malformed JSON ({bad[1]})") from None
-        raise StageError(f"{label}: cannot read {path} as {fmt}: {_first_line(exc)}") from None
-
-
-@contextlib.contextmanager
-def quiet_datasets_errors() -> Iterator[None]:
-    logger = logging.getLogger("datasets")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
-def _blank(path: Path) -> bool:
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 16):
-            if block.strip():
-                return False
-    return True
-
-
-def find_bad_json_line(path: Path) -> tuple[int, str] | None:
-    """The first line of a JSON-lines file that is not a JSON object (only called after a load failed)."""
-    with open(path, "rb") as fh:
-        head = fh.read(1 << 12).lstrip()
-    if head.startswith(b"["):  # a single JSON document, not JSON lines
-        try:
-            json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            return exc.lineno, exc.msg
-        return None
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                value = json.loads(line.rstrip("\r\n"))
-            except json.JSONDecodeError as exc:
-                return number, f"{exc.msg} at column {exc.colno}"
-            if not isinstance(value, dict):
-                return number, f"expected an object, got {type(value).__name__}"
-    return None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    cause = exc.__cause__ or exc.__context__
-    if cause is not None and (not text or "generating the dataset" in text[0]):
-        return _first_line(cause)
-    return text[0] if text else type(exc).__name__
-
-
 # -- checking --------------------------------------------------------------------------------------
-def check_columns(data: Any, source: SourceOptions, i: int, adapter: Adapter) -> tuple[Any, list[str], list[str]]:
+def check_columns(
+    opened: OpenedSource, source: SourceOptions, i: int, adapter: Adapter
+) -> tuple[Any, list[str], list[str]]:
     """(adapter options, required columns, columns to read) of a source; fails on a missing column."""
     from sakura_core.recipe import validate_options
 
     label = describe(source, i)
-    found = list(data.column_names)
+    found = opened.column_names
     adapter_options = validate_options(adapter.Options, source.adapter_options())
     required = adapter.required_columns(adapter_options, found)
     missing = [c for c in required if c not in found]
@@ -153,7 +53,7 @@ def check_columns(data: Any, source: SourceOptions, i: int, adapter: Adapter) ->
             f"{label}: missing column(s) {', '.join(missing)}; expected {', '.join(required)}; "
             f"found {', '.join(found) or 'no columns'}"
         )
-    if len(data) == 0:
+    if opened.rows == 0:
         raise StageError(f"{label}: the source has no rows")
     present = required + [c for c in adapter.optional(adapter_options) if c in found and c not in required]
     return adapter_options, required, present
@@ -167,7 +67,7 @@ def load_tokenizer(ctx: StageContext, name: str) -> Any:
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path))
     except Exception as exc:  # noqa: BLE001
-        raise StageError(f"tokenizer {name}: cannot load a tokenizer from {path}: {_first_line(exc)}") from None
+        raise StageError(f"tokenizer {name}: cannot load a tokenizer from {path}: {first_line(exc)}") from None
     if not getattr(tokenizer, "chat_template", None):
         raise StageError(f"tokenizer {name}: the tokenizer in {path} has no chat template to count tokens with")
     return tokenizer
@@ -185,14 +85,10 @@ def build_dataset(ctx: StageContext) -> dict[str, Any]:
     cache_dir.mkdir(parents=True, exist_ok=True)
 
     # 1. read every source and check its columns before any processing
-    raw = [load_source(s, i, ctx.recipe_dir, cache_dir) for i, s in enumerate(options.sources)]
-    columns = [check_columns(data, s, i, a) for i, (s, a, data) in enumerate(zip(options.sources, adapters, raw))]
-    sizes = [len(data) for data in raw]
-    files = [arrow_files(data, ctx.work_dir / f"source{i}-flat.arrow") for i, data in enumerate(raw)]
-    # Only the files are read from here on. `load_dataset` leaves pages of the file it wrote resident in
-    # its memory map (63 MiB of a 1M-row source); closing the maps takes them out of this process.
-    del raw
-    gc.collect()
+    opened = [open_source(s, i, ctx.recipe_dir, cache_dir) for i, s in enumerate(options.sources)]
+    columns = [check_columns(o, s, i, a) for i, (s, a, o) in enumerate(zip(options.sources, adapters, opened))]
+    sizes = [o.rows for o in opened]
+    files = [o.files for o in opened]
     offsets = [sum(sizes[:i]) for i in range(len(sizes))]
     partitions = partitions_for(sum(sizes))
 
@@ -340,21 +236,6 @@ def write_mixed(
                 writer.write(table)
                 task.advance(table.num_rows)
     return lengths, prompt_lengths
-
-
-def arrow_files(data: Any, flat_path: Path) -> list[str]:
-    """The Arrow files holding a dataset's rows in order; a dataset that is not just its files is written out."""
-    files = [f["filename"] for f in data.cache_files]
-    if data._indices is None and files and sum(_stream_rows(f) for f in files) == len(data):
-        return files
-    return [f["filename"] for f in data.flatten_indices(cache_file_name=str(flat_path)).cache_files]
-
-
-def _stream_rows(file: str) -> int:
-    import pyarrow as pa
-
-    with pa.memory_map(file) as source:  # bodies are not read: only the batch headers' pages are touched
-        return sum(batch.num_rows for batch in pa.ipc.open_stream(source))
 
 
 def map_job(
