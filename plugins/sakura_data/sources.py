@@ -18,6 +18,7 @@ from typing import Any
 
 from sakura_core.errors import StageError
 
+from sakura_data.memory import release_freed_memory
 from sakura_data.options import FILE_FORMATS, SourceOptions
 from sakura_data.stage import locate
 
@@ -37,25 +38,8 @@ def open_source(source: SourceOptions, i: int, recipe_dir: Path, cache_dir: Path
     # (63 MiB of a 1M-row orca file) leave this process before the map workers are forked from it.
     del data
     gc.collect()
-    release_freed_memory()
+    release_freed_memory()  # and what load_dataset freed: the map workers fork from this process
     return opened
-
-
-def release_freed_memory() -> None:
-    """Hand memory that was freed back to the system: glibc's malloc and Arrow's allocator keep it for reuse.
-
-    ``load_dataset``'s conversion of a large file leaves ~30 MiB of freed heap in the process (1M orca rows);
-    the map workers are forked from it, and the stage's peak would otherwise grow by it.
-    """
-    import ctypes
-
-    import pyarrow as pa
-
-    pa.default_memory_pool().release_unused()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to trim this way
-        pass
 
 
 def describe(source: SourceOptions, i: int) -> str:

@@ -97,8 +97,10 @@ class DatasetStage(StageKind):
 
     def run(self, ctx: StageContext) -> dict[str, Any]:
         from sakura_data.build import build_dataset
+        from sakura_data.memory import flat_memory
 
-        return build_dataset(ctx)
+        with flat_memory():
+            return build_dataset(ctx)
 
 
 def resolve_hub_revision(source: SourceOptions) -> str | None:
