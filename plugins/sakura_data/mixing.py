@@ -66,7 +66,8 @@ def find_duplicates(key_files: list[list[Path]]) -> np.ndarray:
     """Sorted global rows whose prompt hash appeared at an earlier row; ``key_files[p]`` holds partition p."""
     duplicates = []
     for files in key_files:
-        pairs = np.concatenate([np.fromfile(f, dtype=np.int64).reshape(-1, 2) for f in files if f.exists()])
+        parts = [np.fromfile(f, dtype=np.int64).reshape(-1, 2) for f in files if f.exists()]
+        pairs = np.concatenate(parts) if parts else np.empty((0, 2), dtype=np.int64)
         if pairs.size == 0:
             continue
         keys, rows = pairs[:, 0], pairs[:, 1]
@@ -76,7 +77,7 @@ def find_duplicates(key_files: list[list[Path]]) -> np.ndarray:
         later[:1] = False
         np.equal(sorted_keys[1:], sorted_keys[:-1], out=later[1:])
         duplicates.append(rows[order[later]])
-        del pairs, keys, rows, order, sorted_keys, later
+        del parts, pairs, keys, rows, order, sorted_keys, later
     if not duplicates:
         return np.empty(0, dtype=np.int64)
     return np.sort(np.concatenate(duplicates))
