@@ -163,3 +163,21 @@ def test_an_adapter_that_raises_is_one_line_naming_the_source(tmp_path, num_proc
     assert "\n" not in message
     assert not list(Path(tmp_path / ".sakura").rglob("stats.json"))
 
+
+
+def test_without_dedup_repeated_prompts_are_all_kept(tmp_path, monkeypatch):
+    import sakura_data.build as build
+
+    partitions = []
+    real = build.map_source_rows
+    monkeypatch.setattr(build, "map_source_rows", lambda job, *a: partitions.append(job.partitions) or real(job, *a))
+    body = f"""
+        [stages.data]
+        kind = "dataset"
+        sources = [{{ adapter = "toxic", path = "data/{TOXIC.name}" }}, {{ adapter = "toxic", path = "data/{TOXIC.name}" }}]
+        dedup = false
+        """
+    data, stats = built(run(write_recipe(tmp_path, body, files=[TOXIC])))
+    rows = len(TOXIC.read_text().splitlines())
+    assert len(data["train"]) == 2 * rows and stats["dropped"] == {}
+    assert partitions == [0, 0]  # no prompt hashes are written when nothing deduplicates

@@ -90,7 +90,7 @@ def build_dataset(ctx: StageContext) -> dict[str, Any]:
     sizes = [o.rows for o in opened]
     files = [o.files for o in opened]
     offsets = [sum(sizes[:i]) for i in range(len(sizes))]
-    partitions = partitions_for(sum(sizes))
+    partitions = partitions_for(sum(sizes)) if options.dedup else 0
 
     # 2. map + count tokens, per source, in workers that also write the prompt hashes for dedup
     mapped: list[MapResult] = []

@@ -35,7 +35,7 @@ class MapJob:
     process: Callable[[dict[str, list[Any]]], dict[str, list[Any]]]  # rows.process_batch with its options
     features: Any  # datasets.Features of a mapped row
     row_offset: int  # global row number of the source's first row (sources are numbered one after another)
-    partitions: int  # dedup partition files per worker
+    partitions: int  # dedup partition files per worker; 0 with dedup off (no prompt hashes written)
     out_dir: Path
     name: str  # file name prefix, e.g. "source0"
     label: str  # the source as error messages name it
@@ -97,12 +97,13 @@ def map_range(job: MapJob, worker: int, start: int, stop: int, advance: Callable
             keep = drop == ""
             reasons.update(r for r in out["_drop"] if r)
             kept += int(keep.sum())
-            keys = np.array(out["_key"], dtype=np.int64)[keep]
-            rows = np.flatnonzero(keep).astype(np.int64) + row
-            partition = keys.view(np.uint64) % np.uint64(job.partitions)
-            for p in range(job.partitions):
-                mine = partition == p
-                np.stack([keys[mine], rows[mine]], axis=1).tofile(key_files[p])
+            if job.partitions:
+                keys = np.array(out["_key"], dtype=np.int64)[keep]
+                rows = np.flatnonzero(keep).astype(np.int64) + row
+                partition = keys.view(np.uint64) % np.uint64(job.partitions)
+                for p in range(job.partitions):
+                    mine = partition == p
+                    np.stack([keys[mine], rows[mine]], axis=1).tofile(key_files[p])
             row += batch.num_rows
             advance(batch.num_rows)
         writer.finalize()
