@@ -52,7 +52,8 @@ SHAPES = {
 DATA_PLUGIN = '''
 import shutil
 from sakura_core import hookimpl
-from sakura_core.stage import Options, StageKind
+from sakura_core.options import Options
+from sakura_core.stage import StageKind
 
 
 class BenchDataOptions(Options):

@@ -130,20 +130,18 @@ def plan(recipe: str, overrides, store, as_json: bool) -> None:
     loaded = _load(recipe, overrides, store)
     engine = Engine(loaded)
     the_plan = engine.plan()
+    statuses = engine.statuses(the_plan)
     rows = []
-    stale: set[str] = set()
     for name, node in the_plan.stages.items():
-        cached = engine.store.lookup(node.fingerprint) is not None
-        if not cached:
-            stale.add(name)
         rows.append(
             {
                 "stage": name,
                 "kind": node.stage.kind_name,
                 "plugin": node.plugin,
+                "plugins": [c.plugin.label for c in node.credits],
                 "reads": node.stage.depends_on,
                 "fingerprint": node.fingerprint,
-                "status": "cached" if cached else "will run",
+                **statuses[name],
             }
         )
     from sakura_core import estimate as est
@@ -180,6 +178,9 @@ def plan(recipe: str, overrides, store, as_json: bool) -> None:
                       f"[{colour}]{row['status']}[/]", disk, memory)
     console = Console()
     console.print(table)
+    for row in rows:
+        for note in row["notes"]:
+            console.print(f"  {escape(row['stage'])}: {escape(note)}", highlight=False)
     lines = [line for name, found in estimates.stages.items() if found is not None and (line := est.describe(name, found))]
     if lines:
         console.print("Estimated from the models' config.json (GPU: PyTorch's peak on one device, without the CUDA context):")
@@ -208,30 +209,41 @@ def validate(recipe: str, overrides) -> None:
 
 
 @cli.command()
+@click.argument("recipe", type=click.Path(dir_okay=False), required=False)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def plugins(as_json: bool) -> None:
-    """List every plugin, its version, its hooks and what it registers."""
-    described = _plugins().describe()
-    if as_json:
-        click.echo(json.dumps(described, indent=2))
+@click.option("--reference", is_flag=True, help="Print the recipe reference (markdown) of what the plugins register.")
+@click.option("--plugin", "only", metavar="NAME", help="Only this plugin's entries (e.g. a package's own reference page).")
+def plugins(recipe: str | None, as_json: bool, reference: bool, only: str | None) -> None:
+    """List every plugin (with RECIPE, its plugin files too): version, code hash, hooks, and each registered
+    entry with its options."""
+    from sakura_core.listing import plugin_listing, print_listing
+
+    loaded = _plugins()
+    if recipe is not None:
+        loaded = _load(recipe).plugins
+    if reference:
+        from sakura_core.reference import build
+
+        click.echo(build(loaded, plugin=only).markdown, nl=False)
         return
-    for plugin in described:
-        click.echo(f"{plugin['name']} {plugin['version']} ({plugin['origin']})")
-        for registry, names in plugin["registers"].items():
-            click.echo(f"  {registry}: {', '.join(names)}")
-        click.echo(f"  hooks: {', '.join(plugin['hooks'])}")
+    listing = plugin_listing(loaded, only)
+    if as_json:
+        click.echo(json.dumps(listing, indent=2))
+    else:
+        print_listing(listing)
 
 
 @cli.command("new-plugin")
 @click.argument("name")
-@click.option("--kind", required=True, type=click.Choice(["merge", "dataset", "trainer", "publisher"]), help="What the plugin registers.")
+@click.option("--kind", required=True, metavar="KIND",
+              help="What the plugin registers: merge, dataset, trainer, publisher (or a kind another plugin declares).")
 @click.option("--dir", "directory", default=".", show_default=True, type=click.Path(), help="Where to create the package folder NAME.")
 def new_plugin(name: str, kind: str, directory: str) -> None:
     """Write a plugin package NAME/ that installs and passes its tests as written."""
     from sakura_core import scaffold
 
-    target = scaffold.new_plugin(name, kind, directory)
-    click.echo(scaffold.next_steps(target, name, kind))
+    target = scaffold.new_plugin(name, kind, directory, plugins=_plugins())
+    click.echo(scaffold.next_steps(target, name, kind, plugins=_plugins()))
 
 
 @cli.group()
@@ -307,6 +319,31 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("interrupted: finished artifacts are kept, the unfinished stage left nothing behind", err=True)
         sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - a bug in sakura or a plugin: one line, the traceback in a log
+        _internal_error(exc)
+
+
+def _internal_error(exc: BaseException) -> None:
+    """One line naming the plugin whose code raised ``exc`` (or sakura) and the log file with the traceback."""
+    import os
+    import time
+    import traceback
+    from pathlib import Path
+
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sakura" / "logs"
+    log = base / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        log.write_text("".join(traceback.format_exception(exc)))
+        where = f"traceback in {log}"
+    except OSError as write_error:
+        where = f"no traceback written: {write_error.strerror or write_error}"
+    who = _PLUGINS.blame(exc) if _PLUGINS is not None else None
+    culprit = f"plugin {who.label}" if who else "sakura"
+    first = str(exc).strip().splitlines()
+    click.secho(f"internal error in {culprit}: {type(exc).__name__}" + (f": {first[0]}" if first else "") + f" ({where})",
+                fg="red", err=True)
+    sys.exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover

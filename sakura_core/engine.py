@@ -1,4 +1,9 @@
-"""Runs a recipe's plan: cache look-ups, stage execution, artifacts, lifecycle hooks, run records."""
+"""Runs a recipe's plan: cache look-ups, stage execution, artifacts, lifecycle hooks, run records.
+
+A stage is served from the cache when an artifact with its fingerprint exists and every input it was made
+from is still the same content: the manifest records each input's digest, so after ``--force merge``
+rebuilds the merge, the stages reading it run again unless the new merge has the very same bytes.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sakura_core.errors import RecipeError, SakuraError, StageError, did_you_mean
-from sakura_core.plan import Plan, build_plan
+from sakura_core.plan import Plan, build_plan, stage_libraries
 from sakura_core.progress import Reporter
 from sakura_core.recipe import Recipe
 from sakura_core.stage import InputArtifact, SourceEnv, StageContext, StageInfo, StageOutcome
@@ -84,13 +89,16 @@ class Engine:
             node = plan.stages[name]
             info = StageInfo(name, node.stage.kind_name, node.plugin, node.fingerprint, node.stage.options)
             artifact = self.store.lookup(node.fingerprint)
-            if artifact is not None and name not in forced:
+            rebuilt = self.rebuilt_inputs(plan, name, artifact) if artifact is not None else []
+            if artifact is not None and name not in forced and not rebuilt:
                 outcome = StageOutcome(
                     name, info.kind, info.plugin, "cached", node.fingerprint, artifact.path,
                     metrics=artifact.manifest.get("metrics", {}),
                 )
                 self.reporter.stage_finished(name, "cached", 0.0)
             else:
+                if rebuilt and name not in forced:
+                    self.reporter.log(f"{name}: {', '.join(rebuilt)} changed since this stage ran: running it again")
                 outcome = self._run_stage(plan, name, info, hook)
             result.outcomes.append(outcome)
             hook.sakura_after_stage(stage=info, outcome=outcome)
@@ -100,6 +108,53 @@ class Engine:
                 break
         self.store.record_run(self.recipe.name, result.as_json())
         return result
+
+    # -- is a cached artifact still made from its inputs? -------------------------------------
+    def input_digest(self, plan: Plan, ref: str) -> str | None:
+        """What input ``ref`` holds now: a stage's artifact digest (None when not built), a model's fingerprint
+        (a model source's fingerprint is already its content)."""
+        if ref in plan.stages:
+            artifact = self.store.lookup(plan.stages[ref].fingerprint)
+            return artifact.digest if artifact is not None else None
+        return plan.sources[ref].fingerprint
+
+    def rebuilt_inputs(self, plan: Plan, name: str, artifact: Any) -> list[str]:
+        """The inputs of stage ``name`` whose content differs from what ``artifact`` was made from.
+
+        An input that is not built now contradicts nothing (``--only`` after ``cache gc``); one built but not
+        recorded (an artifact from before digests) counts as changed.
+        """
+        recorded = artifact.manifest.get("inputs") or {}
+        changed = []
+        for ref in plan.stages[name].stage.depends_on:
+            current = self.input_digest(plan, ref)
+            entry = recorded.get(ref)
+            if current is not None and not (isinstance(entry, dict) and entry.get("digest") == current):
+                changed.append(ref)
+        return changed
+
+    def statuses(self, plan: Plan) -> dict[str, dict[str, Any]]:
+        """For ``sakura plan``: per stage, ``cached`` or ``will run``, and why (an input rebuilt since, an
+        upstream stage that will run first, libraries at other versions than the artifact was built with)."""
+        out: dict[str, dict[str, Any]] = {}
+        for name, node in plan.stages.items():
+            artifact = self.store.lookup(node.fingerprint)
+            notes: list[str] = []
+            if artifact is None:
+                out[name] = {"status": "will run", "notes": notes}
+                continue
+            rebuilt = self.rebuilt_inputs(plan, name, artifact)
+            if rebuilt:
+                out[name] = {"status": "will run", "notes": [f"{', '.join(rebuilt)} changed since it ran"]}
+                continue
+            upstream = [ref for ref in node.stage.depends_on if out.get(ref, {}).get("status") == "will run"]
+            if upstream:
+                notes.append(f"unless {', '.join(upstream)} rebuilds to different bytes")
+            drift = library_drift(artifact.manifest.get("libraries") or {}, stage_libraries(node.credits))
+            if drift:
+                notes.append("built with " + ", ".join(drift) + " (--force to rebuild)")
+            out[name] = {"status": "cached", "notes": notes}
+        return out
 
     # -- one stage -------------------------------------------------------------------------------
     def _run_stage(self, plan: Plan, name: str, info: StageInfo, hook: Any) -> StageOutcome:
@@ -135,7 +190,7 @@ class Engine:
             if tmp is not None:
                 self.store.abort(tmp)
             seconds = time.monotonic() - started
-            if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: stop now, nothing half-written
+            if not isinstance(exc, (Exception, SystemExit)):  # KeyboardInterrupt: stop now, nothing half-written
                 self.reporter.stage_finished(name, "failed", seconds, "interrupted")
                 raise
             message, exit_code = self._describe_failure(name, exc)
@@ -146,12 +201,18 @@ class Engine:
         self.reporter.stage_finished(name, "ran", seconds, _short_metrics(metrics))
         return StageOutcome(name, info.kind, info.plugin, "ran", node.fingerprint, artifact.path, seconds, metrics)
 
-    def _describe_failure(self, name: str, exc: Exception) -> tuple[str, int]:
+    def _describe_failure(self, name: str, exc: BaseException) -> tuple[str, int]:
+        """One line: a user's mistake as the plugin worded it; anything else (a bug in sakura or a plugin, a
+        plugin calling sys.exit) with the plugin whose code raised it and the log holding the traceback."""
         if isinstance(exc, SakuraError):
             return f"stage {name}: {exc}", exc.exit_code
         log = self.store.log_path(name)
         log.write_text("".join(traceback.format_exception(exc)))
-        return f"stage {name} failed: {type(exc).__name__}: {exc} (traceback in {log})", 1
+        who = self.recipe.plugins.blame(exc)
+        where = f" in plugin {who.label}" if who else ""
+        if isinstance(exc, SystemExit):
+            return f"stage {name} failed{where}: it called sys.exit({exc.code!r}) (traceback in {log})", 1
+        return f"stage {name} failed{where}: {type(exc).__name__}: {exc} (traceback in {log})", 1
 
     def _input(self, plan: Plan, ref: str) -> InputArtifact:
         if ref in plan.stages:
@@ -159,13 +220,14 @@ class Engine:
             artifact = self.store.lookup(node.fingerprint)
             if artifact is None:
                 raise StageError(f"needs the output of stage {ref}, which is not built yet (run without --only)")
-            return InputArtifact(ref, artifact.path, node.fingerprint, node.stage.kind_name, artifact.manifest)
+            return InputArtifact(ref, artifact.path, node.fingerprint, node.stage.kind_name, artifact.manifest,
+                                 artifact.digest or "")
         source = plan.sources[ref]
         if ref not in self._materialized:
             model = source.model
             self._materialized[ref] = model.source.materialize(model.options, self.env, source.fingerprint)
         manifest = {**source.lineage, "fingerprint": source.fingerprint}
-        return InputArtifact(ref, self._materialized[ref], source.fingerprint, "model", manifest)
+        return InputArtifact(ref, self._materialized[ref], source.fingerprint, "model", manifest, source.fingerprint)
 
     def _manifest(
         self, plan: Plan, name: str, inputs: dict[str, InputArtifact], metrics: dict[str, Any], seconds: float,
@@ -174,16 +236,18 @@ class Engine:
         from sakura_core import __version__
 
         node = plan.stages[name]
-        entry = self.recipe.plugins.stage_kinds.entry(node.stage.kind_name)
+        kind_plugin = node.credits[0].plugin
         return {
             "sakura_version": __version__,
             "fingerprint": node.fingerprint,
             "stage": name,
             "kind": node.stage.kind_name,
             "produces": node.stage.kind.produces,
-            "plugin": {"name": entry.plugin.name, "version": entry.plugin.version},
+            "plugin": {"name": kind_plugin.name, "version": kind_plugin.version},
+            "plugins": [credit.lineage() for credit in node.credits],
+            "libraries": stage_libraries(node.credits),
             "options": node.stage.options.model_dump(mode="json"),
-            "inputs": {ref: inp.fingerprint for ref, inp in inputs.items()},
+            "inputs": {ref: {"fingerprint": inp.fingerprint, "digest": inp.digest} for ref, inp in inputs.items()},
             "metrics": metrics,
             "seconds": round(seconds, 3),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -202,18 +266,29 @@ def _lineage(inputs: dict[str, InputArtifact]) -> list[dict[str, Any]]:
             seen.setdefault(inp.fingerprint, inp.manifest)
         else:
             m = inp.manifest
-            seen.setdefault(
-                inp.fingerprint,
-                {
-                    "name": inp.name,
-                    "kind": m.get("kind"),
-                    "plugin": m.get("plugin"),
-                    "options": m.get("options"),
-                    "metrics": m.get("metrics"),
-                    "fingerprint": inp.fingerprint,
-                },
-            )
+            seen.setdefault(inp.fingerprint, lineage_entry(inp.name, m))
     return list(seen.values())
+
+
+def library_drift(built: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """``["transformers 5.23.0 (now 5.24.0)"]`` for each library whose version changed since a build."""
+    return [f"{dist} {built[dist]} (now {version})" for dist, version in now.items()
+            if dist in built and built[dist] != version]
+
+
+def lineage_entry(name: str, manifest: dict[str, Any]) -> dict[str, Any]:
+    """A stage's entry in the lineage of what descends from it, from its artifact's manifest."""
+    return {
+        "name": name,
+        "kind": manifest.get("kind"),
+        "plugin": manifest.get("plugin"),
+        "plugins": manifest.get("plugins") or [],
+        "libraries": manifest.get("libraries") or {},
+        "options": manifest.get("options"),
+        "metrics": manifest.get("metrics"),
+        "fingerprint": manifest.get("fingerprint"),
+        "digest": manifest.get("digest"),
+    }
 
 
 def _short_metrics(metrics: dict[str, Any]) -> str:

@@ -45,3 +45,27 @@ def hash_path(path: Path) -> str:
             full = Path(root) / name
             entries.append([str(full.relative_to(path)), hash_file(full)])
     return hash_json(entries)
+
+
+def content_digest(path: Path, exclude: tuple[str, ...] = ()) -> str:
+    """A digest of a directory's files (relative names, sizes, contents), for telling artifacts apart.
+
+    xxh3-128 rather than sha256: it is not a security boundary (the store is the user's own), and it reads
+    at disk speed (sha256 runs at ~1.7 GB/s on one core: 12 s for a 21 GB merge).
+    """
+    import xxhash
+
+    total = xxhash.xxh3_128()
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        for name in sorted(files):
+            full = Path(root) / name
+            relative = str(full.relative_to(path))
+            if relative in exclude:
+                continue
+            one = xxhash.xxh3_128()
+            with open(full, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 22), b""):
+                    one.update(block)
+            total.update(f"{relative}\0{full.stat().st_size}\0{one.hexdigest()}\n".encode())
+    return total.hexdigest()

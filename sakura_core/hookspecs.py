@@ -1,36 +1,47 @@
-"""The whole plugin contract of sakura, in one file.
+"""The hooks the core calls. A plugin implements them with functions decorated by ``sakura_core.hookimpl``.
 
-A plugin is any module (or object) with functions decorated by ``sakura_core.hookimpl`` whose names match
-the specs below. Built-in plugins in ``plugins/`` use exactly this API; third-party packages expose their
-module through the entry-point group ``sakura``; a recipe may load plugin files beside it by listing them
-under ``plugins = [...]``.
+A plugin is any module (or object) with such functions. Built-in plugins in ``plugins/`` use exactly this
+API; third-party packages expose their module through the entry-point group ``sakura``; a recipe may load
+plugin files beside it by listing them under ``plugins = [...]``.
 
-Registry hooks receive a ``register(name, implementation)`` callback. The core keeps one table per
-registry, remembers which plugin registered each name, and refuses a name registered twice (naming both
-plugins). Plugin modules must stay cheap to import: import torch, transformers, trl and friends inside
-the functions that use them, so that ``sakura --help``, ``plugins`` and ``validate`` stay fast.
+The core declares two registries here (stage kinds and model sources). A stage-kind plugin declares the
+registries it needs from ``sakura_declare_registries``, each with its own hook
+(``sakura_register_merge_methods``, ...), defined and documented beside its contract in that plugin;
+docs/hooks.md documents them all. Registry hooks receive ``register(name, implementation, replace=False)``.
+
+Plugin modules must stay cheap to import: import torch, transformers, trl and friends inside the functions
+that use them, so that ``sakura --help``, ``plugins`` and ``validate`` stay fast.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pluggy
 
+from sakura_core.registry import Register, RegistrySpec
+
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import click
 
-    from sakura_core.stage import StageInfo, StageOutcome
+    from sakura_core.stage import ModelSource, StageInfo, StageKind, StageOutcome
 
 hookspec = pluggy.HookspecMarker("sakura")
 hookimpl = pluggy.HookimplMarker("sakura")
 
-Register = Callable[[str, Any], None]
+
+@hookspec
+def sakura_declare_registries(declare: Any) -> None:
+    """Declare the registries this plugin's stage kinds read: ``declare(RegistrySpec(...))``.
+
+    A ``sakura_core.registry.RegistrySpec`` names the hook that fills the registry (a function decorated with
+    ``sakura_core.hookspec``), the base class its entries must be instances of, and how the reference docs
+    and ``sakura new-plugin`` render it. The registry is then ``plugins.<attr>`` for every plugin.
+    """
 
 
 @hookspec
-def sakura_register_stage_kinds(register: Register) -> None:
+def sakura_register_stage_kinds(register: Register[StageKind]) -> None:
     """Register stage kinds: ``register("merge", MergeStage())``.
 
     A stage kind is a ``sakura_core.stage.StageKind``: it validates its own table of the recipe, names
@@ -40,40 +51,12 @@ def sakura_register_stage_kinds(register: Register) -> None:
 
 
 @hookspec
-def sakura_register_model_sources(register: Register) -> None:
+def sakura_register_model_sources(register: Register[ModelSource]) -> None:
     """Register model sources: ``register("tiny", TinyModelSource())``.
 
     A model source is a ``sakura_core.stage.ModelSource``: it turns an entry of the recipe's ``[models]``
     table into a fingerprint (cheap: no download) and, when a stage needs the weights, a local directory.
     """
-
-
-@hookspec
-def sakura_register_merge_methods(register: Register) -> None:
-    """Register merge methods: ``register("slerp", sakura_merge.MergeMethod(...))``.
-
-    A merge method is a tensor function plus a pydantic options model; the merge executor owns reading,
-    devices, streaming and writing. See ``sakura_merge.methods`` for the contract.
-    """
-
-
-@hookspec
-def sakura_register_dataset_adapters(register: Register) -> None:
-    """Register dataset adapters: ``register("orca", sakura_data.Adapter(...))``.
-
-    An adapter declares the columns it needs and maps one source row to sakura's canonical format
-    (``prompt``/``chosen``/``rejected`` message lists for preference data, ``messages`` for SFT).
-    """
-
-
-@hookspec
-def sakura_register_trainers(register: Register) -> None:
-    """Register trainers: ``register("dpo", sakura_trl.Trainer(...))``. Used by ``kind = "train"`` stages."""
-
-
-@hookspec
-def sakura_register_publishers(register: Register) -> None:
-    """Register publishers: ``register("hub", ...)``. Used by ``kind = "publish"`` stages."""
 
 
 @hookspec
@@ -97,3 +80,24 @@ def sakura_after_stage(stage: StageInfo, outcome: StageOutcome) -> None:
 @hookspec
 def sakura_register_commands(cli: click.Group) -> None:
     """Add commands to the ``sakura`` CLI: ``@cli.command() def mycommand(): ...``."""
+
+
+# The core's own registries: the two contracts the engine itself calls.
+CORE_REGISTRIES: tuple[RegistrySpec[Any], ...] = (
+    RegistrySpec(
+        attr="model_sources",
+        what="model source",
+        hookspec=sakura_register_model_sources,
+        contract="sakura_core.stage:ModelSource",
+        title="Models",
+        named_by="the form of a `[models]` entry, or its `source` key",
+    ),
+    RegistrySpec(
+        attr="stage_kinds",
+        what="stage kind",
+        hookspec=sakura_register_stage_kinds,
+        contract="sakura_core.stage:StageKind",
+        title="Stages",
+        named_by="`kind` in a `[stages.NAME]` table",
+    ),
+)

@@ -1,8 +1,11 @@
 """The stage graph of a recipe: dependency order and fingerprints.
 
-A stage's fingerprint hashes its validated options, its stage kind and the plugins that implement it
-(names and versions), its external inputs (data files by content, Hub revisions) and the fingerprints of
-the stages and models it reads. Equal fingerprint, equal artifact: that is what makes caching safe.
+A stage's fingerprint hashes its validated options, its stage kind and every plugin that takes part in
+it (the stage kind's and those of the registry entries its options select: name, distribution version and
+code hash, plus each entry's own ``version``), its external inputs (data files by content, Hub revisions)
+and the fingerprints of the stages and models it reads. Equal fingerprint, equal artifact: that is what
+makes caching safe. What an input artifact holds is checked separately, by content digest (``engine``): a
+rebuilt input is never paired with an output made from the old one.
 """
 
 from __future__ import annotations
@@ -10,8 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sakura_core.errors import SakuraError
+from sakura_core.errors import RecipeError, SakuraError
 from sakura_core.hashing import hash_json
+from sakura_core.plugins import PluginInfo, Plugins
 from sakura_core.recipe import ModelRef, Recipe, Stage
 from sakura_core.stage import CheckEnv, SourceEnv
 
@@ -23,12 +27,25 @@ class SourceNode:
     lineage: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class Credit:
+    """A plugin taking part in a stage, and what it provides there (``stage kind merge``, ``merge method slerp``)."""
+
+    plugin: PluginInfo
+    provides: tuple[str, ...]
+    implementations: tuple[Any, ...]
+
+    def lineage(self) -> dict[str, Any]:
+        return {**self.plugin.lineage(), "provides": list(self.provides)}
+
+
 @dataclass
 class StageNode:
     stage: Stage
     fingerprint: str
     plugin: str  # the plugin that provides the stage kind
     inputs: dict[str, str] = field(default_factory=dict)  # referenced name -> fingerprint
+    credits: list[Credit] = field(default_factory=list)  # every plugin taking part, the stage kind's first
 
 
 @dataclass
@@ -96,14 +113,52 @@ def build_plan(recipe: Recipe, env: SourceEnv, only_models: set[str] | None = No
         inputs = {
             ref: (stages[ref].fingerprint if ref in stages else sources[ref].fingerprint) for ref in stage.depends_on
         }
-        kind_entry = recipe.plugins.stage_kinds.entry(stage.kind_name)
+        credits = stage_credits(recipe, name)
         material = {
             "kind": stage.kind_name,
-            "plugin": [kind_entry.plugin.name, kind_entry.plugin.version],
-            "implementations": stage.kind.implementation_versions(stage.options, recipe.plugins),
+            "plugins": [[c.plugin.name, c.plugin.version, list(c.provides), [getattr(i, "version", "1") for i in c.implementations]]
+                        for c in credits],
             "options": stage.options.model_dump(mode="json"),
             "inputs": {key: inputs[ref] for key, ref in sorted(stage.references.items())},
             "external": stage.kind.external_inputs(stage.options, check_env),
         }
-        stages[name] = StageNode(stage, hash_json(material), kind_entry.plugin.name, inputs)
+        stages[name] = StageNode(stage, hash_json(material), credits[0].plugin.name, inputs, credits)
     return Plan(recipe, sources, stages)
+
+
+def stage_credits(recipe: Recipe, name: str) -> list[Credit]:
+    """The plugins taking part in stage ``name``: the stage kind's, then those of the entries it uses."""
+    stage = recipe.stages[name]
+    plugins: Plugins = recipe.plugins
+    kind = plugins.stage_kinds.entry(stage.kind_name)
+    found: dict[str, tuple[PluginInfo, list[str], list[Any]]] = {kind.plugin.name: (kind.plugin, [f"stage kind {kind.name}"], [kind.implementation])}
+    for attr, entry_name in stage.kind.uses(stage.options):
+        try:
+            entry = plugins.registry(attr).entry(entry_name)
+        except SakuraError as exc:  # the stage's check let an unknown name through: still the recipe's mistake
+            raise RecipeError(str(exc), file=recipe.file, key=f"stages.{name}") from None
+        info, provides, impls = found.setdefault(entry.plugin.name, (entry.plugin, [], []))
+        label = f"{plugins.registry(attr).what} {entry.name}"
+        if label not in provides:
+            provides.append(label)
+            impls.append(entry.implementation)
+    return [Credit(info, tuple(provides), tuple(impls)) for info, provides, impls in found.values()]
+
+
+def stage_libraries(credits: list[Credit]) -> dict[str, str | None]:
+    """``{distribution: installed version}`` the stage's result depends on (None: not installed): what every
+    implementation taking part declares in ``libraries``. Recorded, not fingerprinted: a library upgrade
+    should not silently throw away hours of training; ``plan`` shows the drift and ``--force`` rebuilds."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    wanted: list[str] = []
+    for credit in credits:
+        for impl in credit.implementations:
+            wanted += list(getattr(impl, "libraries", ()) or ())
+    found: dict[str, str | None] = {}
+    for dist in dict.fromkeys(wanted):
+        try:
+            found[dist] = version(dist)
+        except PackageNotFoundError:
+            found[dist] = None
+    return found

@@ -1,12 +1,19 @@
-"""Plugin discovery and the registries plugins fill.
+"""Plugin discovery, plugin identity (name, distribution, code hash) and the registries plugins fill.
 
 Three places plugins come from, in this order:
 1. the built-ins listed in ``BUILTIN_PLUGINS`` (modules under ``plugins/``),
-2. installed packages exposing a module through the entry-point group ``sakura``,
+2. installed packages exposing a module through the entry-point group ``sakura`` (all of them, or those
+   named in ``SAKURA_LOAD_PLUGINS``),
 3. plugin files a recipe names explicitly (``plugins = ["my_merge.py"]``).
 
-Registries are filled lazily on first use, by calling each plugin's registry hook separately so that
-every name is tied to the plugin that registered it.
+Every plugin's version, part of every fingerprint it takes part in, is its distribution's version plus a
+hash of the code it runs (its whole top-level package, or its file), however it was installed: editing a
+plugin, built in, installed from a wheel, installed editable or beside the recipe, re-runs exactly the
+stages that use it.
+
+Registries are declared (the core's two, then each plugin's ``sakura_declare_registries``) and each is
+filled on first use by calling every plugin's hook for it, so a name clash in one registry fails only the
+commands that need that registry.
 """
 
 from __future__ import annotations
@@ -15,8 +22,10 @@ import functools
 import hashlib
 import importlib
 import importlib.util
+import os
+import re
 import sys
-from collections.abc import Callable
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,8 +34,11 @@ import pluggy
 
 from sakura_core import hookspecs
 from sakura_core.errors import PluginError, did_you_mean
+from sakura_core.registry import Registration, Registry, RegistrySpec, build_registry
 
 ENTRY_POINT_GROUP = "sakura"
+LOAD_PLUGINS_ENV = "SAKURA_LOAD_PLUGINS"
+DISTRIBUTION = "sakura-recipes"  # the distribution the built-in plugins come with
 
 # Built-in plugins, registered through the same hooks a third-party plugin uses.
 BUILTIN_PLUGINS = (
@@ -38,134 +50,134 @@ BUILTIN_PLUGINS = (
     "sakura_hub.plugin",
 )
 
-# registry attribute -> (hook name, what one entry is called in messages)
-REGISTRIES = {
-    "stage_kinds": ("sakura_register_stage_kinds", "stage kind"),
-    "model_sources": ("sakura_register_model_sources", "model source"),
-    "merge_methods": ("sakura_register_merge_methods", "merge method"),
-    "dataset_adapters": ("sakura_register_dataset_adapters", "dataset adapter"),
-    "trainers": ("sakura_register_trainers", "trainer"),
-    "publishers": ("sakura_register_publishers", "publisher"),
-}
+# Files whose content is a plugin's code (what its code hash covers).
+CODE_SUFFIXES = (".py", ".json", ".txt", ".jinja", ".yaml", ".yml", ".toml")
 
 
 @dataclass(frozen=True)
 class PluginInfo:
-    """Who a plugin is: its registered name, where it came from, and its version (part of fingerprints)."""
+    """Who a plugin is: its name, where it came from, its distribution and the code that it runs."""
 
     name: str
-    origin: str  # "builtin", "entry point <dist>", or "file <path>"
-    version_of: Callable[[], str] = field(repr=False, compare=False)
+    origin: str  # "builtin", "entry point of <dist>", "file <path>", "in-process"
+    distribution: str | None  # the pip distribution ("sakura-recipes"); None for a file or in-process object
+    release: str  # the distribution's version; a file's is "file"
+    code_paths: tuple[Path, ...] = field(default=(), repr=False, compare=False)
 
     @functools.cached_property
+    def code_hash(self) -> str:
+        """sha256 over the plugin's code files (names and contents); computed on first use."""
+        return code_hash(self.code_paths)
+
+    @property
     def version(self) -> str:
-        # Computed on first use: `sakura validate` never needs one, and a built-in's hashes its code.
-        return self.version_of()
+        """``release+codehash``: what fingerprints record (computed on first use: validate never needs it)."""
+        return f"{self.release}+{self.code_hash[:8]}"
+
+    @property
+    def label(self) -> str:
+        """``name (distribution release)`` or ``name (file path)``, for messages."""
+        if self.distribution:
+            return f"{self.name} ({self.distribution} {self.release})"
+        return f"{self.name} ({self.origin})"
+
+    def lineage(self) -> dict[str, Any]:
+        """What manifests, lineage files and model cards record of the plugin."""
+        return {"name": self.name, "distribution": self.distribution, "version": self.release, "code": self.code_hash,
+                "origin": self.origin}
 
 
-@dataclass(frozen=True)
-class Entry:
-    name: str
-    implementation: Any
-    plugin: PluginInfo
-
-
-@dataclass
-class Registry:
-    """Name -> implementation table for one kind of plugin-provided thing."""
-
-    what: str
-    entries: dict[str, Entry] = field(default_factory=dict)
-
-    def add(self, name: str, implementation: Any, plugin: PluginInfo) -> None:
-        if not isinstance(name, str) or not name:
-            raise PluginError(f"plugin {plugin.name} registered a {self.what} with an invalid name {name!r}")
-        if name in self.entries:
-            other = self.entries[name].plugin.name
-            raise PluginError(f"{self.what} {name!r} is registered by both plugin {other} and plugin {plugin.name}")
-        self.entries[name] = Entry(name, implementation, plugin)
-
-    def entry(self, name: str) -> Entry:
-        try:
-            return self.entries[name]
-        except KeyError:
-            known = ", ".join(sorted(self.entries)) or "none"
-            raise PluginError(
-                f"unknown {self.what} {name!r}{did_you_mean(name, self.entries)} (known: {known})"
-            ) from None
-
-    def get(self, name: str) -> Any:
-        return self.entry(name).implementation
-
-    def __contains__(self, name: object) -> bool:
-        return name in self.entries
-
-    def names(self) -> list[str]:
-        return sorted(self.entries)
-
-
-def builtin_version(module: Any) -> str:
-    """sakura's version plus a hash of the plugin package's code, e.g. ``0.1.0+3f2a9c1d``.
-
-    A version is part of every fingerprint; hashing the code means an edited built-in plugin (a fix to
-    the merge executor, say) never reuses artifacts its old code made, even before a release.
-    """
-    from sakura_core import __version__
+def code_hash(paths: tuple[Path, ...]) -> str:
     from sakura_core.hashing import hash_file, hash_json
 
-    package_dir = Path(module.__file__).parent
-    files = sorted(p for p in package_dir.rglob("*") if p.is_file() and p.suffix in (".py", ".json", ".txt", ".jinja"))
-    digest = hash_json([[str(p.relative_to(package_dir)), hash_file(p)] for p in files])
-    return f"{__version__}+{digest[:8]}"
+    entries = []
+    for root in paths:
+        root = Path(root)
+        if root.is_file():
+            entries.append([root.name, hash_file(root)])
+            continue
+        for path in sorted(root.rglob("*")):
+            if path.suffix in CODE_SUFFIXES and "__pycache__" not in path.parts and path.is_file():
+                entries.append([str(path.relative_to(root)), hash_file(path)])
+    return hash_json(entries) if entries else "0" * 32
+
+
+def module_code_paths(module_name: str) -> tuple[Path, ...]:
+    """The code a module belongs to: its top-level package's directories, or the module's own file."""
+    top = importlib.import_module(module_name.split(".")[0])
+    package_paths = getattr(top, "__path__", None)
+    if package_paths:
+        return tuple(Path(p) for p in package_paths)
+    file = getattr(top, "__file__", None)
+    return (Path(file),) if file else ()
 
 
 class Plugins:
-    """The plugin manager plus the registries it fills."""
+    """The plugin manager, the plugins' identities and the registries they fill."""
 
     def __init__(self, *, builtins: bool = True, entry_points: bool = True):
         self.pm = pluggy.PluginManager("sakura")
         self.pm.add_hookspecs(hookspecs)
         self.infos: dict[str, PluginInfo] = {}
-        self._registries: dict[str, Registry] | None = None
+        self.specs: dict[str, RegistrySpec[Any]] = {}
+        self.declared_by: dict[str, str] = {}  # registry attr -> plugin name ("sakura_core" for the core's)
+        self._registries: dict[str, Registry[Any]] = {}
+        for spec in hookspecs.CORE_REGISTRIES:
+            self.specs[spec.attr] = spec
+            self.declared_by[spec.attr] = "sakura_core"
         if builtins:
+            from sakura_core import __version__
+
             for module_name in BUILTIN_PLUGINS:
                 module = _import_plugin(module_name, origin="builtin")
-                self._add(module, module_name, "builtin", functools.partial(builtin_version, module))
+                self._add(module, module_name, PluginInfo(module_name, "builtin", DISTRIBUTION, __version__,
+                                                          module_code_paths(module_name)))
         if entry_points:
             self._load_entry_points()
+        self._declare(list(self.infos))
         self._check_pending()
 
     # -- loading -------------------------------------------------------------------------------
-    def _add(self, module: Any, name: str, origin: str, version: str | Callable[[], str]) -> None:
+    def _add(self, plugin: Any, name: str, info: PluginInfo) -> None:
         if self.pm.has_plugin(name):
-            raise PluginError(f"two plugins are named {name!r} ({self.infos[name].origin} and {origin})")
-        self.pm.register(module, name=name)
-        version_of = version if callable(version) else functools.partial(str, version)
-        self.infos[name] = PluginInfo(name, origin, version_of)
-        self._registries = None  # refill on next use
+            raise PluginError(f"two plugins are named {name!r} ({self.infos[name].origin} and {info.origin})")
+        self.pm.register(plugin, name=name)
+        self.infos[name] = info
+        self._registries.clear()  # refill on next use
 
     def _load_entry_points(self) -> None:
         from importlib.metadata import entry_points
 
-        for ep in entry_points(group=ENTRY_POINT_GROUP):
-            dist = ep.dist
-            dist_name = dist.metadata["Name"] if dist is not None else "?"
-            version = dist.version if dist is not None else "0"
+        found = list(entry_points(group=ENTRY_POINT_GROUP))
+        wanted = _wanted_plugins()
+        if wanted is not None:
+            unknown = sorted(w for w in wanted if not any(_names(ep, w) for ep in found))
+            if unknown:
+                installed = ", ".join(sorted({ep.name for ep in found})) or "none"
+                raise PluginError(
+                    f"{LOAD_PLUGINS_ENV} names {', '.join(unknown)}, which no installed plugin is called "
+                    f"(installed: {installed})"
+                )
+            found = [ep for ep in found if any(_names(ep, w) for w in wanted)]
+        for ep in found:
+            dist_name = _dist_name(ep)
+            version = ep.dist.version if ep.dist is not None else "0"
             try:
                 module = ep.load()
+                paths = module_code_paths(ep.module)
             except Exception as exc:  # noqa: BLE001 - any import failure is the plugin's, name it
                 raise PluginError(
                     f"plugin {ep.name} (from package {dist_name}) failed to load: {type(exc).__name__}: {exc}"
                 ) from exc
-            self._add(module, ep.name, f"entry point of {dist_name}", version)
+            self._add(module, ep.name, PluginInfo(ep.name, f"entry point of {dist_name}", dist_name, version, paths))
 
     def load_file(self, path: Path) -> None:
-        """Load a plugin file a recipe names; its version is its content hash, so edits invalidate caches."""
+        """Load a plugin file a recipe names; its code hash is the file's, so edits invalidate caches."""
         path = Path(path).resolve()
         if not path.is_file():
             raise PluginError(f"plugin file {path} does not exist")
         digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-        name = f"{path.stem}"
+        name = path.stem
         if self.pm.has_plugin(name) and self.infos[name].origin == f"file {path}":
             return
         module_name = f"sakura_local_plugin_{path.stem}_{digest}"
@@ -178,12 +190,14 @@ class Plugins:
         except Exception as exc:  # noqa: BLE001
             del sys.modules[module_name]
             raise PluginError(f"plugin file {path} failed to load: {type(exc).__name__}: {exc}") from exc
-        self._add(module, name, f"file {path}", digest)
+        self._add(module, name, PluginInfo(name, f"file {path}", None, "file", (path,)))
+        self._declare([name])
         self._check_pending()
 
     def register_object(self, plugin: Any, name: str, version: str = "0") -> None:
-        """Register an in-process plugin object (tests, notebooks)."""
-        self._add(plugin, name, "in-process", version)
+        """Register an in-process plugin object (tests, notebooks); its code hash covers its source file."""
+        self._add(plugin, name, PluginInfo(name, "in-process", None, version, _source_file(plugin)))
+        self._declare([name])
         self._check_pending()
 
     def _check_pending(self) -> None:
@@ -196,58 +210,133 @@ class Plugins:
             raise PluginError(f"plugin {name}: {exc}") from exc
 
     # -- registries ----------------------------------------------------------------------------
-    @property
-    def registries(self) -> dict[str, Registry]:
-        if self._registries is None:
-            self._registries = self._fill_registries()
-        return self._registries
+    def _declare(self, plugin_names: list[str]) -> None:
+        """Add the registries (and their hooks) that these plugins declare."""
+        for impl in self.pm.hook.sakura_declare_registries.get_hookimpls():
+            if impl.plugin_name not in plugin_names:
+                continue
+            info = self.infos[impl.plugin_name]
+            try:
+                impl.function(declare=functools.partial(self._add_spec, plugin=info))
+            except PluginError:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                raise PluginError(f"plugin {info.label} failed in sakura_declare_registries: {type(exc).__name__}: {exc}") from exc
 
-    def __getattr__(self, name: str) -> Registry:
+    def _add_spec(self, spec: RegistrySpec[Any], *, plugin: PluginInfo) -> None:
+        if not isinstance(spec, RegistrySpec):
+            raise PluginError(f"plugin {plugin.label} declared {spec!r}: declare a sakura_core.registry.RegistrySpec")
+        if spec.attr in self.specs or hasattr(type(self), spec.attr):
+            owner = self.declared_by.get(spec.attr, "sakura_core")
+            raise PluginError(f"plugin {plugin.label} declares registry {spec.attr!r}, which {owner} already declares")
+        if self.pm.parse_hookspec_opts(types.SimpleNamespace(**{spec.hook: spec.hookspec}), spec.hook) is None:
+            raise PluginError(f"plugin {plugin.label}: the hook of registry {spec.attr!r} is not marked with sakura_core.hookspec")
+        self.pm.add_hookspecs(types.SimpleNamespace(**{spec.hook: spec.hookspec}))
+        self.specs[spec.attr] = spec
+        self.declared_by[spec.attr] = plugin.name
+
+    def registry(self, attr: str) -> Registry[Any]:
+        """The registry ``attr`` (``merge_methods``, ...), filled on first use."""
+        if attr not in self.specs:
+            raise PluginError(f"no registry {attr!r}{did_you_mean(attr, self.specs)} (declared: {', '.join(self.specs)})")
+        if attr not in self._registries:
+            self._registries[attr] = self._fill(self.specs[attr])
+        return self._registries[attr]
+
+    def __getattr__(self, name: str) -> Registry[Any]:
         # plugins.merge_methods, plugins.stage_kinds, ...
-        if name in REGISTRIES:
-            return self.registries[name]
+        specs = self.__dict__.get("specs", {})
+        if name in specs:
+            return self.registry(name)
         raise AttributeError(name)
 
-    def _fill_registries(self) -> dict[str, Registry]:
-        registries = {attr: Registry(what) for attr, (_, what) in REGISTRIES.items()}
-        for attr, (hook_name, _) in REGISTRIES.items():
-            for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
-                info = self.infos[impl.plugin_name]
-                registry = registries[attr]
+    def _fill(self, spec: RegistrySpec[Any]) -> Registry[Any]:
+        registrations: list[Registration] = []
+        for impl in getattr(self.pm.hook, spec.hook).get_hookimpls():
+            info = self.infos[impl.plugin_name]
 
-                def register(name: str, implementation: Any, *, _r=registry, _i=info) -> None:
-                    _r.add(name, implementation, _i)
+            def register(name: str, implementation: Any, *, replace: bool = False, _info: PluginInfo = info) -> None:
+                registrations.append(Registration(name, implementation, _info, bool(replace)))
 
-                try:
-                    impl.function(register=register)
-                except PluginError:
-                    raise
-                except Exception as exc:  # noqa: BLE001
-                    raise PluginError(
-                        f"plugin {info.name} failed in {hook_name}: {type(exc).__name__}: {exc}"
-                    ) from exc
-        return registries
+            try:
+                impl.function(register=register)
+            except PluginError:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                raise PluginError(f"plugin {info.label} failed in {spec.hook}: {type(exc).__name__}: {exc}") from exc
+        return build_registry(spec, registrations)
 
-    def describe(self) -> list[dict[str, Any]]:
-        """Every plugin with its version, origin, hooks and what it registered (for ``sakura plugins``)."""
+    def entry_plugin(self, attr: str, name: str) -> PluginInfo:
+        return self.registry(attr).entry(name).plugin
+
+    def blame(self, exc: BaseException) -> PluginInfo | None:
+        """The plugin whose code raised ``exc``: the innermost frame of its traceback in a plugin's code."""
+        import traceback
+
+        frames = traceback.extract_tb(exc.__traceback__)
+        roots = [(Path(root).resolve(), info) for info in self.infos.values() for root in info.code_paths]
+        for frame in reversed(frames):
+            path = Path(frame.filename).resolve()
+            for root, info in roots:
+                if path == root or root in path.parents:
+                    return info
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        """Every plugin with its identity, hooks and what it registered, plus every registry that cannot be
+        filled (for ``sakura plugins``: a clash is shown, not fatal)."""
         registered: dict[str, dict[str, list[str]]] = {name: {} for name in self.infos}
-        for attr, registry in self.registries.items():
+        problems = []
+        for attr in self.specs:
+            try:
+                registry = self.registry(attr)
+            except PluginError as exc:
+                problems.append({"registry": attr, "error": str(exc)})
+                continue
             for entry in registry.entries.values():
                 registered[entry.plugin.name].setdefault(attr, []).append(entry.name)
-        out = []
+        plugins = []
         for name, info in self.infos.items():
             plugin = self.pm.get_plugin(name)
             hooks = sorted(caller.name for caller in self.pm.get_hookcallers(plugin) or [])
-            out.append(
-                {
-                    "name": name,
-                    "version": info.version,
-                    "origin": info.origin,
-                    "hooks": hooks,
-                    "registers": {k: sorted(v) for k, v in registered[name].items()},
-                }
-            )
-        return out
+            plugins.append({
+                "name": name, "version": info.version, "distribution": info.distribution, "release": info.release,
+                "code": info.code_hash, "origin": info.origin, "hooks": hooks,
+                "declares": [attr for attr, owner in self.declared_by.items() if owner == name],
+                "registers": {k: sorted(v) for k, v in registered[name].items()},
+            })
+        return {"plugins": plugins, "problems": problems}
+
+
+def _dist_name(ep: Any) -> str:
+    return ep.dist.metadata["Name"] if ep.dist is not None else "?"
+
+
+def _normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _names(ep: Any, wanted: str) -> bool:
+    """Whether ``wanted`` names this entry point: by plugin name, or by its distribution's name."""
+    return wanted == ep.name or _normalize(wanted) == _normalize(_dist_name(ep))
+
+
+def _wanted_plugins() -> set[str] | None:
+    """``SAKURA_LOAD_PLUGINS``: None when unset (load every installed plugin), else the names it lists."""
+    value = os.environ.get(LOAD_PLUGINS_ENV)
+    if value is None:
+        return None
+    return {part.strip() for part in value.split(",") if part.strip()}
+
+
+def _source_file(plugin: Any) -> tuple[Path, ...]:
+    import inspect
+
+    try:
+        file = inspect.getsourcefile(plugin if isinstance(plugin, types.ModuleType) else type(plugin))
+    except TypeError:
+        file = None
+    return (Path(file),) if file else ()
 
 
 def _import_plugin(module_name: str, origin: str) -> Any:
@@ -255,3 +344,4 @@ def _import_plugin(module_name: str, origin: str) -> Any:
         return importlib.import_module(module_name)
     except Exception as exc:  # noqa: BLE001
         raise PluginError(f"plugin {module_name} ({origin}) failed to load: {type(exc).__name__}: {exc}") from exc
+

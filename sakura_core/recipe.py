@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from sakura_core.errors import OptionError, PluginError, RecipeError, did_you_mean, join_key
+from sakura_core.options import validate_options
 from sakura_core.plugins import Plugins
 from sakura_core.stage import CheckEnv, ModelSource, StageKind
 
@@ -306,65 +307,11 @@ def _check_cycles(stages: dict[str, Stage], file: str) -> None:
 
 
 # -- options ---------------------------------------------------------------------------------------
-def validate_options(model: type[BaseModel], raw: Any, key_prefix: str = "") -> Any:
-    """Validate ``raw`` with a plugin's options model, raising ``OptionError`` with a key path.
-
-    Plugins use this for nested options (a merge method's parameters, a trainer's args).
-    """
-    try:
-        return model.model_validate(raw)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        loc = [part for part in error["loc"] if part != "__root__"]
-        key = join_key(key_prefix, *loc)
-        raise OptionError(key or None, describe_error(error, model, loc)) from None
-
-
 def _validate_options(model: type[BaseModel], raw: Any, file: str, prefix: str) -> Any:
     try:
         return validate_options(model, raw)
     except OptionError as exc:
         raise RecipeError(exc.detail, file=file, key=join_key(prefix, exc.key)) from None
-
-
-def describe_error(error: dict[str, Any], model: type[BaseModel], loc: list[Any]) -> str:
-    kind = error["type"]
-    if kind == "extra_forbidden":
-        return f"unknown option{did_you_mean(str(loc[-1]), _fields_at(model, loc[:-1]))}"
-    if kind == "missing":
-        return "missing required option"
-    message = error["msg"]
-    message = message[0].lower() + message[1:]
-    if "input" in error and kind not in ("missing",) and not isinstance(error["input"], (dict, list)):
-        message += f" (got {error['input']!r})"
-    return message
-
-
-def _fields_at(model: type[BaseModel], loc: list[Any]) -> list[str]:
-    """Field names of the (nested) model at ``loc``, for suggestions."""
-    current: Any = model
-    for part in loc:
-        if isinstance(part, int) or current is None:
-            continue
-        field = getattr(current, "model_fields", {}).get(part)
-        current = _model_of(field.annotation) if field else None
-    fields = getattr(current, "model_fields", {}) if current is not None else {}
-    names = []
-    for name, field in fields.items():
-        names.append(name)
-        if field.alias:
-            names.append(field.alias)
-    return names
-
-
-def _model_of(annotation: Any) -> Any:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()) or ():
-        found = _model_of(arg)
-        if found is not None:
-            return found
-    return None
 
 
 # -- overrides -------------------------------------------------------------------------------------

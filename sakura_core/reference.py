@@ -1,9 +1,11 @@
 """The recipe reference, docs/recipes.md: every recipe key with its type, default and meaning.
 
 The reference part of that file is generated from the code, so it cannot drift: the top-level keys from
-``sakura_core.recipe``, then every model source, stage kind, merge method, dataset adapter, trainer and
-publisher the built-in plugins register, with the fields of its pydantic options model (nested tables
-included). A field's meaning is its ``Field(description=...)`` or the docstring right under it::
+``sakura_core.recipe``, then every registry the plugins declare (model sources and stage kinds, then the
+stage kinds' own: merge methods, dataset adapters, trainers, publishers, ...) with every entry the built-in
+plugins register and the fields of its pydantic options model (nested tables included). A registry's spec
+names how its entries are rendered (``RegistrySpec.render``); the default is the entry's description and
+its options table. A field's meaning is its ``Field(description=...)`` or the docstring right under it::
 
     class MyOptions(Options):
         path: str
@@ -15,6 +17,7 @@ would parse every options class's source on each CLI start.
     python -m sakura_core.reference --write   # rewrite the generated part of docs/recipes.md
     python -m sakura_core.reference --check   # exit 1 when docs/recipes.md is stale
     python -m sakura_core.reference           # print the generated part
+    sakura plugins --reference --plugin NAME  # the same reference for one plugin's entries (third parties)
 """
 
 from __future__ import annotations
@@ -36,21 +39,14 @@ import annotated_types
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from sakura_core.plugins import REGISTRIES, Plugins
+from sakura_core.plugins import Plugins
+from sakura_core.registry import Entry, RegistrySpec, load_object
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "recipes.md"
 BEGIN = "<!-- BEGIN GENERATED: python -m sakura_core.reference --write (edit the code's docstrings, not this part) -->"
 END = "<!-- END GENERATED -->"
 REGENERATE = "python -m sakura_core.reference --write"
 
-# The registries documented after the stage kinds: (section title, the key that names an entry).
-# Model sources and stage kinds have sections of their own; a registry missing here fails the reference.
-SECTIONS = {
-    "merge_methods": ("Merge methods", "`merge_method` in a merge stage"),
-    "dataset_adapters": ("Dataset adapters", "`adapter` in each table of a dataset stage's `sources`"),
-    "trainers": ("Trainers", "`trainer` in a train stage"),
-    "publishers": ("Publishers", "`publisher` in a publish stage"),
-}
 
 
 @dataclass
@@ -310,116 +306,79 @@ class Writer:
         return "\n".join(self.parts)
 
 
-def build(plugins: Plugins | None = None) -> Reference:
-    """The generated part of docs/recipes.md, from the built-in plugins (entry points are left out)."""
+def build(plugins: Plugins | None = None, plugin: str | None = None) -> Reference:
+    """The generated part of docs/recipes.md, from the built-in plugins (entry points are left out).
+
+    With ``plugin``, only the entries that plugin registers (a third-party package's own reference page).
+    """
     from sakura_core import recipe
 
     plugins = plugins or Plugins(entry_points=False)
-    unknown = set(REGISTRIES) - set(SECTIONS) - {"stage_kinds", "model_sources"}
-    if unknown:
-        raise RuntimeError(f"sakura_core.reference does not know how to document registries {sorted(unknown)}")
+    if plugin is not None and plugin not in plugins.infos:
+        from sakura_core.errors import PluginError, did_you_mean
+
+        raise PluginError(f"no plugin {plugin!r}{did_you_mean(plugin, plugins.infos)} (loaded: {', '.join(plugins.infos)})")
     w = Writer()
-
-    w.add("## Top-level keys\n")
-    if set(recipe.TOP_LEVEL_DOCS) != set(recipe.TOP_LEVEL_KEYS):
-        raise RuntimeError("sakura_core.recipe.TOP_LEVEL_DOCS must describe exactly the keys of TOP_LEVEL_KEYS")
-    w.engine_keys(recipe.TOP_LEVEL_DOCS)
-
-    w.add("## Models\n",
-          "Each entry of `[models]` is a shorthand string, whose form picks the source (`tiny:...`, a path, "
-          "else a Hub id), or a table with a `source` key and that source's keys.\n")
-    w.engine_keys(recipe.MODEL_KEY_DOCS)
-    for entry in plugins.model_sources.entries.values():
-        model = options_of(entry.implementation)
-        w.add(f"### `{entry.name}`\n", own_doc(model) + "\n" if model else "")
-        if model:
-            w.options(model)
-
-    w.add("## Stages\n", "Keys every `[stages.NAME]` table has; the others are its kind's options, listed below.\n")
-    w.engine_keys(recipe.STAGE_KEY_DOCS)
-    for entry in plugins.stage_kinds.entries.values():
-        model = options_of(entry.implementation)
-        w.add(f"### `{entry.name}`\n", own_doc(model) + "\n" if model else "")
-        if model:
-            w.options(model)
-
-    for attr, (title, named_by) in SECTIONS.items():
-        w.add(f"## {title}\n", f"Named by {named_by}.\n")
-        for entry in plugins.registries[attr].entries.values():
+    engine = plugin is None
+    engine_keys = _engine_keys()
+    if engine:
+        w.add("## Top-level keys\n")
+        if set(recipe.TOP_LEVEL_DOCS) != set(recipe.TOP_LEVEL_KEYS):
+            raise RuntimeError("sakura_core.recipe.TOP_LEVEL_DOCS must describe exactly the keys of TOP_LEVEL_KEYS")
+        w.engine_keys(recipe.TOP_LEVEL_DOCS)
+    for spec in plugins.specs.values():
+        entries = [e for e in plugins.registry(spec.attr).entries.values() if plugin is None or e.plugin.name == plugin]
+        if not entries and not engine:
+            continue
+        w.add(f"## {spec.title}\n", f"Named by {spec.named_by}.\n")
+        if engine and spec.attr in engine_keys:
+            intro, docs = engine_keys[spec.attr]
+            w.add(intro)
+            w.engine_keys(docs)
+        render = load_object(spec.render) if spec.render else render_entry
+        for entry in entries:
             w.add(f"### `{entry.name}`\n")
-            RENDERERS[attr](w, entry.implementation)
+            render(w, entry)
     return Reference(markdown=w.text(), rows=w.rows)
 
 
-def _render_merge_methods(w: Writer, method: Any) -> None:
-    description = sentence(method.description)
-    bits = [description, f"Base model: {method.base}."]
-    least, most = method.min_models, method.max_models
-    count = f"at least {least}" if most is None else f"exactly {most}" if most == least else f"{least} to {most}"
-    bits.append(f"Models: {count}.")
-    bits.append("Runs on sakura's executor." if method.native else "Runs through mergekit's executor.")
-    if method.randomized:
-        bits.append("Randomized: set `seed` for a reproducible result.")
-    w.add(" ".join(b for b in bits if b) + "\n")
-    model = method.options
-    if not model.model_fields:
-        w.add("No parameters.\n")
-        return
-    rows = []
-    for name, info in model.model_fields.items():
-        key = info.alias or name
-        per_model = key in method.per_model or name in method.per_model
-        default = "required" if (key in method.required or name in method.required) else field_default(info)
-        row = Row(key, field_type(info), default, field_meaning(model, name), model, name)
-        w.rows.append(row)
-        scope = "all models"
-        if per_model:
-            scope = "each model but the base" if method.per_model_scope == "non_base" else "each model"
-        rows.append([f"`{key}`", scope, row.type, row.default, row.meaning])
-    w.add(table(["parameter", "set for", "type", "default", "meaning"], rows))
+def _engine_keys() -> dict[str, tuple[str, dict[str, tuple[str, str, str]]]]:
+    from sakura_core import recipe
+
+    return {
+        "model_sources": (
+            "Each entry of `[models]` is a shorthand string, whose form picks the source (`tiny:...`, a path, "
+            "else a Hub id), or a table with a `source` key and that source's keys.\n",
+            recipe.MODEL_KEY_DOCS,
+        ),
+        "stage_kinds": (
+            "Keys every `[stages.NAME]` table has; the others are its kind's options, listed below.\n",
+            recipe.STAGE_KEY_DOCS,
+        ),
+    }
 
 
-def _render_dataset_adapters(w: Writer, adapter: Any) -> None:
-    text = sentence(getattr(adapter, "description", "") or own_doc(adapter))
-    fmt = getattr(adapter, "format", "preference")
-    columns = ", ".join(f"`{c}`" for c in getattr(adapter, "columns", ()))
-    w.add(f"{text} Makes {fmt} rows" + (f" from the columns {columns}" if columns else "") + ".\n")
-    model = options_of(adapter)
+def render_entry(w: Writer, entry: Entry[Any]) -> None:
+    """The default rendering of a registry entry: its description, then its options table."""
+    model = options_of(entry.implementation)
+    text = own_doc(model) if model is not None and own_doc(model) else sentence(entry.implementation.summary())
+    w.add(text + "\n" if text else "")
+    credit = credits(entry)
+    if credit:
+        w.add(credit + "\n")
     if model is not None:
         w.options(model)
 
 
-def _render_trainers(w: Writer, trainer: Any) -> None:
-    config, trainer_class = trainer.config_class, trainer.trainer_class
-    if ":" in config:
-        config_text = f"`{config}`"
-    else:
-        page = config.removesuffix("Config").lower()
-        config_text = f"trl's [`{config}`](https://huggingface.co/docs/trl/{page}_trainer#trl.{config})"
-    columns = ", ".join(f"`{c}`" for c in trainer.columns)
-    text = f"`args` are fields of {config_text}; runs `{trainer_class}` on rows with {columns}."
-    if trainer.preference:
-        text += " Uses a reference model, so `ref_cache` applies."
-    w.add(text + "\n")
-    if trainer.defaults:
-        w.add("sakura's defaults, which `args` override:\n",
-              table(["arg", "default"], [[f"`{k}`", f"`{toml_text(v)}`"] for k, v in trainer.defaults.items()]))
-
-
-def _render_publishers(w: Writer, publisher: Any) -> None:
-    model = options_of(publisher)
-    if model is not None:
-        w.add(own_doc(model) + "\n" if own_doc(model) else "",
-              "Keys, beside `publisher` and `model` in the publish stage's table:\n")
-        w.options(model)
-
-
-RENDERERS = {
-    "merge_methods": _render_merge_methods,
-    "dataset_adapters": _render_dataset_adapters,
-    "trainers": _render_trainers,
-    "publishers": _render_publishers,
-}
+def credits(entry: Entry[Any]) -> str:
+    """``See: URL. Cite: ...`` when the implementation gives them."""
+    impl = entry.implementation
+    parts = []
+    if getattr(impl, "url", ""):
+        parts.append(f"See <{impl.url}>.")
+    if getattr(impl, "citation", ""):
+        parts.append(f"Cite: {prose(impl.citation)}")
+    return " ".join(parts)
 
 
 # -- the file --------------------------------------------------------------------------------------------

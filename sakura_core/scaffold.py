@@ -1,9 +1,10 @@
 """``sakura new-plugin NAME --kind KIND``: write a plugin package that installs and passes its tests as written.
 
 The package is what a third-party plugin looks like (see ``examples/``): a ``pyproject.toml`` exposing the
-module through the entry-point group ``sakura``, the module with one working implementation of the kind
+package's ``plugin`` module through the entry-point group ``sakura``, one working implementation of the kind
 registered from its hook, a README, and tests that run it through sakura's engine on tiny generated models.
-The texts are in ``sakura_core.scaffold_templates``.
+The kinds are discovered: every registry whose spec names a scaffold (``RegistrySpec.scaffold_kind``). The
+common texts are in ``sakura_core.scaffold_templates``, each kind's in the plugin that declares it.
 
 Everything is checked before anything is written, and the package is written into a hidden folder beside
 the target and renamed into place: a mistake leaves nothing behind, and a finished package is complete.
@@ -19,16 +20,13 @@ import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from sakura_core.errors import SakuraError
+from sakura_core.errors import SakuraError, did_you_mean
 
-# --kind -> (registry attribute of sakura_core.plugins.Plugins, the hook that fills it)
-KINDS = {
-    "merge": ("merge_methods", "sakura_register_merge_methods"),
-    "dataset": ("dataset_adapters", "sakura_register_dataset_adapters"),
-    "trainer": ("trainers", "sakura_register_trainers"),
-    "publisher": ("publishers", "sakura_register_publishers"),
-}
+if TYPE_CHECKING:  # pragma: no cover
+    from sakura_core.plugins import Plugins
+    from sakura_core.registry import RegistrySpec
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*$")
 MAX_NAME = 64
@@ -65,42 +63,58 @@ def names_for(name: str) -> Names:
     return Names(dist=name, module=module, entry=short, registered=short, camel=camel)
 
 
-def check_free(names: Names, kind: str) -> None:
+def kinds(plugins: Plugins) -> dict[str, RegistrySpec[Any]]:
+    """``--kind`` word -> the registry spec that scaffolds it."""
+    return {spec.scaffold_kind: spec for spec in plugins.specs.values() if spec.scaffold_kind and spec.scaffold}
+
+
+def spec_for(kind: str, plugins: Plugins) -> RegistrySpec[Any]:
+    found = kinds(plugins)
+    if kind not in found:
+        raise ScaffoldError(f"unknown kind {kind!r}{did_you_mean(kind, found)} (one of {', '.join(found)})")
+    return found[kind]
+
+
+def check_free(names: Names, spec: RegistrySpec[Any], plugins: Plugins) -> None:
     """The names must not clash with a module already importable, a plugin already installed or a built-in."""
     import importlib.util
     from importlib.metadata import entry_points
 
-    from sakura_core.plugins import ENTRY_POINT_GROUP, Plugins
+    from sakura_core.plugins import ENTRY_POINT_GROUP
 
     try:
-        spec = importlib.util.find_spec(names.module)
+        found = importlib.util.find_spec(names.module)
     except (ImportError, ValueError):
-        spec = None
-    if spec is not None:
-        where = f" ({spec.origin})" if spec.origin else ""
+        found = None
+    if found is not None:
+        where = f" ({found.origin})" if found.origin else ""
         raise ScaffoldError(f"a module named {names.module} is already importable{where}; choose another name")
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name == names.entry:
             dist = ep.dist.metadata["Name"] if ep.dist is not None else "?"
             raise ScaffoldError(f"package {dist} already installs a sakura plugin named {names.entry}; choose another name")
-    registry_attr, _ = KINDS[kind]
-    registry = getattr(Plugins(entry_points=False), registry_attr)
+    registry = plugins.registry(spec.attr)
     if names.registered in registry:
         owner = registry.entry(names.registered).plugin.name
         raise ScaffoldError(f"{registry.what} {names.registered!r} already exists (plugin {owner}); choose another name")
 
 
-def render(kind: str, names: Names) -> dict[str, str]:
+def render(kind: str, names: Names, plugins: Plugins) -> dict[str, str]:
     """The package's files: relative path -> text."""
     from sakura_core import scaffold_templates as t
+    from sakura_core.registry import load_object
 
-    return t.render(kind, names)
+    spec = spec_for(kind, plugins)
+    assert spec.scaffold is not None
+    return t.render(load_object(spec.scaffold), kind, spec.attr, names)
 
 
-def new_plugin(name: str, kind: str, parent: Path | str = ".") -> Path:
+def new_plugin(name: str, kind: str, parent: Path | str = ".", plugins: Plugins | None = None) -> Path:
     """Write the package ``parent/NAME``; return its path. Raises ``ScaffoldError`` having written nothing."""
-    if kind not in KINDS:
-        raise ScaffoldError(f"unknown kind {kind!r} (one of {', '.join(KINDS)})")
+    from sakura_core.plugins import Plugins
+
+    plugins = plugins or Plugins()
+    spec = spec_for(kind, plugins)
     names = names_for(name)
     parent = Path(parent).expanduser()
     target = parent / names.dist
@@ -108,8 +122,8 @@ def new_plugin(name: str, kind: str, parent: Path | str = ".") -> Path:
         raise ScaffoldError(f"{parent} is not a directory")
     if os.path.lexists(target):
         raise ScaffoldError(f"{target} already exists; choose another name or --dir")
-    check_free(names, kind)
-    files = render(kind, names)
+    check_free(names, spec, plugins)
+    files = render(kind, names, plugins)
 
     parent.mkdir(parents=True, exist_ok=True)
     tmp = parent / f".{names.dist}.{uuid.uuid4().hex[:8]}.partial"
@@ -127,15 +141,13 @@ def new_plugin(name: str, kind: str, parent: Path | str = ".") -> Path:
     return target
 
 
-def next_steps(target: Path, name: str, kind: str) -> str:
+def next_steps(target: Path, name: str, kind: str, plugins: Plugins) -> str:
     """What ``new-plugin`` prints: what was written and how to install and test it."""
-    from sakura_core.plugins import REGISTRIES
-
     names = names_for(name)
-    what = REGISTRIES[KINDS[kind][0]][1]
+    what = spec_for(kind, plugins).what
     relative = os.path.relpath(target)
     where = relative if not relative.startswith("..") else str(target)
     return (
         f"wrote {where}/: plugin {names.entry}, registering the {what} {names.registered!r}\n"
-        f"  pip install -e {where} && pytest {where}/tests"
+        f"  pip install -e '{where}[test]' && pytest {where}/tests"
     )

@@ -10,21 +10,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from sakura_core.registry import Implementation
 
 if TYPE_CHECKING:  # pragma: no cover
     from sakura_core.estimate import Estimate
+    from sakura_core.options import Options
     from sakura_core.plugins import Plugins
     from sakura_core.progress import Reporter, Task
     from sakura_core.store import Store
-
-
-class Options(BaseModel):
-    """Base for every plugin's options model: unknown keys are errors, values are validated as given."""
-
-    # defer_build: a schema is built on first validation, not at import; most models a CLI start imports
-    # (every merge method's, every adapter's) are never used by the recipe at hand.
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 @dataclass
@@ -36,11 +29,12 @@ class CheckEnv:
     names: set[str]  # every stage name and model alias of the recipe
 
 
-class StageKind:
+class StageKind(Implementation):
     """A kind of stage (``merge``, ``dataset``, ``train``, ``publish``, ...).
 
     Subclasses set ``Options`` (the stage's TOML table minus ``kind``) and implement ``references`` and
-    ``run``; ``check``, ``external_inputs`` and ``estimate`` are optional.
+    ``run``; ``check``, ``uses``, ``external_inputs`` and ``estimate`` are optional (and ``libraries``, the
+    distributions whose version its results depend on).
     """
 
     Options: ClassVar[type[Options]]
@@ -61,9 +55,11 @@ class StageKind:
         """Fingerprint material for inputs outside the store (local data files by content, Hub revisions)."""
         return {}
 
-    def implementation_versions(self, options: Any, plugins: Plugins) -> dict[str, str]:
-        """``{plugin name: version}`` of the plugins this stage's options select (part of the fingerprint)."""
-        return {}
+    def uses(self, options: Any) -> list[tuple[str, str]]:
+        """The registry entries this stage's options select, as ``(registry, name)`` pairs (``("merge_methods",
+        "slerp")``): the plugins behind them, with their versions and code hashes, become part of the
+        fingerprint and are credited in the lineage."""
+        return []
 
     def estimate(self, options: Any, inputs: dict[str, dict[str, Any]], env: CheckEnv) -> Estimate | None:
         """Disk and memory this stage will take, for ``sakura plan`` (optional; None: no estimate).
@@ -80,7 +76,7 @@ class StageKind:
         raise NotImplementedError
 
 
-class ModelSource:
+class ModelSource(Implementation):
     """Where a model of the recipe's ``[models]`` table comes from (``tiny``, ``local``, ``hub``, ...)."""
 
     Options: ClassVar[type[Options]]
@@ -122,6 +118,7 @@ class InputArtifact:
     fingerprint: str
     kind: str  # "model" for model sources, else the stage kind
     manifest: dict[str, Any]
+    digest: str = ""  # what it holds: an artifact's content digest, a model source's fingerprint
 
 
 @dataclass(frozen=True)

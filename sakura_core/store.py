@@ -11,6 +11,10 @@ Layout under the store root (``.sakura/`` beside the recipe by default)::
 A directory rename is atomic, so an artifact is either wholly there or not at all: a run killed at any
 moment (even SIGKILL) leaves at most a ``tmp/`` entry, which no later run accepts and ``gc`` removes.
 
+Every manifest records ``digest``, a hash of the artifact's files (names and contents): a stage records
+the digests of the artifacts it read, so a rebuilt input (``--force``) is told apart from the one an
+output was made from, even under the same fingerprint.
+
 Stages may keep side artifacts of their own (the reference log-prob cache). A side artifact's manifest
 lists ``kept_with``: the fingerprints it was computed from; ``gc`` keeps it while all of those are kept.
 """
@@ -35,6 +39,11 @@ class Artifact:
     fingerprint: str
     path: Path
     manifest: dict[str, Any]
+
+    @property
+    def digest(self) -> str | None:
+        """Hash of the artifact's content (None for an artifact written before digests were recorded)."""
+        return self.manifest.get("digest")
 
 
 class Store:
@@ -69,7 +78,11 @@ class Store:
         return tmp
 
     def commit(self, tmp: Path, fingerprint: str, manifest: dict[str, Any]) -> Artifact:
-        """Write the manifest, then atomically move ``tmp`` into place (replacing an older artifact)."""
+        """Write the manifest (with the content's digest), then atomically move ``tmp`` into place (replacing
+        an older artifact)."""
+        from sakura_core.hashing import content_digest
+
+        manifest = {**manifest, "digest": content_digest(tmp, exclude=(MANIFEST,))}
         _write_json_atomic(tmp / MANIFEST, manifest)
         _fsync_dir(tmp)
         final = self.artifact_path(fingerprint)

@@ -171,7 +171,7 @@ def test_math_adapter_and_rating_margin(tmp_path):
 
         [stages.margin]
         kind = "dataset"
-        sources = [{{ adapter = "math", path = "data/{MATH.name}", min_rating_margin = 2.0 }}]
+        sources = [{{ adapter = "math", path = "data/{MATH.name}", options = {{ min_rating_margin = 2.0 }} }}]
         shuffle = false
         """,
         files=[MATH],
@@ -243,7 +243,7 @@ def test_columns_adapter_maps_user_columns(tmp_path):
     recipe = write_recipe(tmp_path, """
         [stages.data]
         kind = "dataset"
-        sources = [{ adapter = "columns", path = "data/own.jsonl", prompt = "instr", chosen = "good", rejected = "bad", system = "sys" }]
+        sources = [{ adapter = "columns", path = "data/own.jsonl", options = { prompt = "instr", chosen = "good", rejected = "bad", system = "sys" } }]
         shuffle = false
         """)
     data, _ = built(run(recipe))
@@ -344,8 +344,7 @@ def test_hub_source_is_recognised_and_fingerprinted_by_revision(tmp_path):
     assert stage.external_inputs(options, env) == {
         "sources[0]": {"hub": "Intel/orca_dpo_pairs", "revision": "a" * 40}
     }
-    versions = stage.implementation_versions(options, Plugins())
-    assert list(versions) == ["adapter:orca"]
+    assert stage.uses(options) == [("dataset_adapters", "orca")]
 
 
 def test_a_new_adapter_is_one_small_plugin(tmp_path):
@@ -353,7 +352,7 @@ def test_a_new_adapter_is_one_small_plugin(tmp_path):
     plugin = tmp_path / "qa_adapter.py"
     plugin.write_text(textwrap.dedent('''
         from sakura_core import hookimpl
-        from sakura_core.stage import Options
+        from sakura_core.options import Options
         from sakura_data import Adapter, Skip, preference
 
         class QAOptions(Options):
@@ -363,7 +362,7 @@ def test_a_new_adapter_is_one_small_plugin(tmp_path):
             columns = ("q", "good", "bad")
             Options = QAOptions
 
-            def convert(self, row, options):
+            def run(self, row, options):
                 if row["q"].startswith("#"):
                     raise Skip("commented out")
                 return preference(options.prefix + row["q"], row["good"], row["bad"])
@@ -381,7 +380,7 @@ def test_a_new_adapter_is_one_small_plugin(tmp_path):
         plugins = ["qa_adapter.py"]
         [stages.data]
         kind = "dataset"
-        sources = [{ adapter = "qa", path = "data/qa.jsonl", prefix = "Q: " }]
+        sources = [{ adapter = "qa", path = "data/qa.jsonl", options = { prefix = "Q: " } }]
         """))
     result = run(recipe)
     data, stats = built(result)
@@ -405,7 +404,7 @@ def test_orca_system_column_can_be_left_out(tmp_path):
         """
         [stages.data]
         kind = "dataset"
-        sources = [{ adapter = "orca", path = "data/tiny_orca.jsonl", system = false }]
+        sources = [{ adapter = "orca", path = "data/tiny_orca.jsonl", options = { system = false } }]
         """,
         files=[TINY_ORCA],
     )

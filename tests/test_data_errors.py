@@ -60,7 +60,7 @@ def test_margin_filter_needs_rating_columns(tmp_path):
     rows = [{k: v for k, v in json.loads(line).items() if k != "rejected_rating"} for line in MATH.read_text().splitlines()]
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    message = failure(recipe(tmp_path, stage('[{ adapter = "math", path = "data/m.jsonl", min_rating_margin = 1 }]')))
+    message = failure(recipe(tmp_path, stage('[{ adapter = "math", path = "data/m.jsonl", options = { min_rating_margin = 1 } }]')))
     assert "missing column(s) rejected_rating" in message
 
 
@@ -115,7 +115,7 @@ def test_a_filter_that_drops_every_row_is_an_error(tmp_path, tiny_model):
         f"stage data: source 0 (data/{ORCA.name}, adapter orca): every one of its 2 rows was dropped "
         "(longer than 8 tokens: 2)"
     )
-    path = recipe(tmp_path, stage(f'[{{ adapter = "math", path = "data/{MATH.name}", min_rating_margin = 50 }}]'), files=[MATH])
+    path = recipe(tmp_path, stage(f'[{{ adapter = "math", path = "data/{MATH.name}", options = {{ min_rating_margin = 50 }} }}]'), files=[MATH])
     assert "every one of its 8 rows was dropped (rating margin below 50: 8)" in failure(path)
 
 
@@ -139,12 +139,15 @@ def test_saved_dataset_without_the_split(tmp_path):
     [
         (stage('[{ adapter = "orka", path = "data/o.jsonl" }]'), "stages.data.sources[0].adapter",
          "unknown dataset adapter 'orka' (did you mean orca?)"),
-        (stage('[{ adapter = "math", path = "data/o.jsonl", min_margin = 1 }]'), "stages.data.sources[0].min_margin",
-         "unknown option (did you mean min_rating_margin?) (adapter math options: min_rating_margin)"),
+        (stage('[{ adapter = "math", path = "data/o.jsonl", options = { min_margin = 1 } }]'),
+         "stages.data.sources[0].options.min_margin", "unknown option (did you mean min_rating_margin?)"),
+        (stage('[{ adapter = "math", path = "data/o.jsonl", min_rating_margin = 1 }]'),
+         "stages.data.sources[0].min_rating_margin",
+         "unknown option (an adapter's own options go in the source's options table: options = { key = value })"),
         (stage('[{ adapter = "orca", path = "data/o.jsonl", wieght = 1 }]'), "stages.data.sources[0].wieght",
          "unknown option (did you mean weight?)"),
-        (stage('[{ adapter = "math", path = "data/o.jsonl", min_rating_margin = -1 }]'),
-         "stages.data.sources[0].min_rating_margin", "greater than or equal to 0"),
+        (stage('[{ adapter = "math", path = "data/o.jsonl", options = { min_rating_margin = -1 } }]'),
+         "stages.data.sources[0].options.min_rating_margin", "greater than or equal to 0"),
         (stage('[{ adapter = "orca", path = "data/missing.jsonl" }]'), "stages.data.sources[0].path",
          "no such file or directory"),
         (stage('[{ adapter = "orca", path = "data/o.jsonl", weight = 1, max_rows = 3 }]'), "stages.data.sources[0]",

@@ -136,7 +136,7 @@ def test_an_adapter_that_raises_is_one_line_naming_the_source(tmp_path, num_proc
         class Broken(Adapter):
             columns = ("q", "good", "bad")
 
-            def convert(self, row, options):
+            def run(self, row, options):
                 if row["q"] == "boom":
                     raise ValueError("cannot parse " + row["q"])
                 return preference(row["q"], row["good"], row["bad"])

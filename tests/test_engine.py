@@ -142,7 +142,8 @@ def test_unexpected_exception_points_to_a_traceback_file(write_recipe, sakura, m
     monkeypatch.setenv("SAKURA_TEST_COUNTER", "/nonexistent-dir/x")  # the stage's own write fails
     result = sakura("run", path, "--only", "side", check=1)
     line = result.stderr.strip().splitlines()[-1]
-    assert line.startswith("stage side failed: FileNotFoundError:")
+    plugin_file = path.parent / "echo_plugin.py"
+    assert line.startswith(f"stage side failed in plugin echo_plugin (file {plugin_file}): FileNotFoundError:")
     assert "(traceback in " in line
     log = Path(line.split("(traceback in ")[1].rstrip(")"))
     assert "Traceback" in log.read_text()

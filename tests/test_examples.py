@@ -86,7 +86,9 @@ def test_package_passes_its_own_tests_when_installed(installed, package):
 def test_sakura_plugins_lists_every_installed_package(installed):
     result = sakura("plugins", "--json", env=installed.env())
     assert result.returncode == 0, result.stderr
-    listing = {p["name"]: p for p in json.loads(result.stdout)}
+    listed = json.loads(result.stdout)
+    assert listed["problems"] == []
+    listing = {p["name"]: p for p in listed["plugins"]}
     expected = {
         "example_merge": ("sakura-example-merge", {"merge_methods": ["geometric"]}),
         "example_dataset": ("sakura-example-dataset", {"dataset_adapters": ["ultrafeedback"]}),
@@ -95,8 +97,12 @@ def test_sakura_plugins_lists_every_installed_package(installed):
     for plugin, (dist, registers) in expected.items():
         assert plugin in listing, f"{plugin} not listed: {sorted(listing)}"
         assert listing[plugin]["origin"] == f"entry point of {dist}"
-        assert listing[plugin]["version"] == "0.1.0"
+        assert listing[plugin]["release"] == "0.1.0" and listing[plugin]["distribution"] == dist
+        assert listing[plugin]["version"] == "0.1.0+" + listing[plugin]["code"][:8]
         assert listing[plugin]["registers"] == registers
+    geometric = next(e for e in listed["registries"]["merge_methods"] if e["name"] == "geometric")
+    assert geometric["description"] == "Signed weighted geometric mean of the models' weights."
+    assert [o["key"] for o in geometric["options"]] == ["weight", "eps"]
 
 
 RECIPE = """
@@ -114,7 +120,7 @@ dtype = "float32"
 
 [stages.data]
 kind = "dataset"
-sources = [{ adapter = "ultrafeedback", path = "ultrafeedback.jsonl", min_score_margin = 1.0 }]
+sources = [{ adapter = "ultrafeedback", path = "ultrafeedback.jsonl", options = { min_score_margin = 1.0 } }]
 tokenizer = "merge"
 max_length = 256
 
@@ -167,6 +173,7 @@ def test_new_plugin_refuses_and_writes_nothing(tmp_path):
         ("taken", "dataset"): f"{tmp_path / 'taken'} already exists; choose another name or --dir",
         ("json", "publisher"): "a module named json is already importable",
         ("dpo", "trainer"): "trainer 'dpo' already exists (plugin sakura_trl.plugin); choose another name",
+        ("fine", "mergee"): "unknown kind 'mergee' (did you mean merge?) (one of merge, dataset, trainer, publisher)",
     }
     for (name, kind), message in cases.items():
         result = sakura("new-plugin", name, "--kind", kind, "--dir", tmp_path)

@@ -176,7 +176,8 @@ def test_mergekit_only_table_matches_mergekit():
     from mergekit.merge_methods import registry
     from mergekit.merge_methods.base import ParameterScope
 
-    from sakura_merge.methods import MERGEKIT_ONLY, NATIVE_METHODS
+    from sakura_merge.bridge import MERGEKIT_ONLY, RANDOMIZED
+    from sakura_merge.methods import NATIVE_METHODS
     from sakura_merge.params import parameter_names
 
     theirs = {m.spec.name: m.spec for m in registry.registered_methods()}
@@ -188,26 +189,30 @@ def test_mergekit_only_table_matches_mergekit():
         per_model = {p.name for p in spec.parameters if p.scope != ParameterScope.SHARED}
         assert set(ours.per_model) == per_model, name
         assert ours.base == spec.contract.base.value, name
+    assert {n for n in RANDOMIZED} <= set(MERGEKIT_ONLY)
 
 
 def test_a_plugin_method_runs_natively(models, tmp_path):
-    """A third-party method is one function and one options model, registered through the hook."""
+    """A third-party method is one class (options model and run), registered through the hook."""
     import torch
 
     from sakura_core import hookimpl
-    from sakura_core.stage import Options
-    from sakura_merge.methods import MergeMethod
+    from sakura_core.options import Options
+    from sakura_merge import MergeMethod
 
     class MaxOptions(Options):
         gain: float = 1.0
 
-    def elementwise_max(call):
-        return torch.stack(call.tensors).amax(dim=0) * call.params.gain
+    class ElementwiseMax(MergeMethod):
+        Options = MaxOptions
+
+        def run(self, call):
+            return torch.stack(call.tensors).amax(dim=0) * call.params.gain
 
     class Plugin:
         @hookimpl
         def sakura_register_merge_methods(self, register):
-            register("max", MergeMethod(elementwise_max, MaxOptions))
+            register("max", ElementwiseMax())
 
     plugins = Plugins(entry_points=False)
     plugins.register_object(Plugin(), "max-plugin")

@@ -12,13 +12,12 @@ import pytest
 from pydantic import BaseModel, Field
 
 from sakura_core import hookimpl, reference
-from sakura_core.plugins import REGISTRIES, Plugins
+from sakura_core.plugins import Plugins
 from sakura_core.recipe import TOP_LEVEL_DOCS, TOP_LEVEL_KEYS
-from sakura_core.stage import Options, StageKind
+from sakura_core.options import Options
+from sakura_core.stage import StageKind
 
 DOC = reference.DOC
-# The section of docs/recipes.md where each registry's entries have their headings.
-SECTION_OF = {"model_sources": "Models", "stage_kinds": "Stages", **{k: v[0] for k, v in reference.SECTIONS.items()}}
 
 
 @pytest.fixture(scope="module")
@@ -77,10 +76,10 @@ def reachable(model: type[BaseModel]) -> list[type[BaseModel]]:
 
 def registered_options(plugins: Plugins) -> list[tuple[str, str, type[BaseModel]]]:
     out = []
-    for attr in REGISTRIES:
-        for entry in plugins.registries[attr].entries.values():
+    for attr in plugins.specs:
+        for entry in plugins.registry(attr).entries.values():
             impl = entry.implementation
-            model = getattr(impl, "Options", None) or getattr(impl, "options", None)
+            model = getattr(impl, "Options", None)
             if isinstance(model, type) and issubclass(model, BaseModel):
                 out.append((attr, entry.name, model))
     return out
@@ -104,6 +103,7 @@ def test_nested_option_tables_are_covered(built):
     """lora, launcher, sources entries, merge slices and their sources, models entries, { filter, value }."""
     keys = {row.key for row in built.rows}
     for key in ("lora.r", "lora.quantize", "launcher.num_processes", "sources[].adapter", "sources[].max_rows",
+                "sources[].options", "options.system",
                 "slices[].sources[].layer_range", "slices[].residual_weight", "models[].parameters", "filter", "value"):
         assert key in keys, key
     text = DOC.read_text(encoding="utf-8")
@@ -113,16 +113,49 @@ def test_nested_option_tables_are_covered(built):
 
 def test_every_registered_plugin_entry_has_a_described_section(plugins):
     parts = sections(DOC.read_text(encoding="utf-8"))
-    for attr, title in SECTION_OF.items():
-        for name in plugins.registries[attr].names():
+    for spec in plugins.specs.values():
+        title = spec.title
+        for name in plugins.registry(spec.attr).names():
             body = parts[title].split(f"### `{name}`\n", 1)
             assert len(body) == 2, f"no '### `{name}`' under '## {title}'"
             intro = body[1].lstrip().split("\n", 1)[0]
             assert intro and not intro.startswith("|"), f"{title} {name}: no description before its table"
 
 
-def test_every_registry_is_documented():
-    assert set(REGISTRIES) == set(SECTION_OF)
+def test_every_declared_registry_has_a_section(plugins):
+    """The core's two registries and every one a plugin declares, discovered, not listed."""
+    parts = sections(DOC.read_text(encoding="utf-8"))
+    assert list(plugins.specs) == ["model_sources", "stage_kinds", "merge_methods", "dataset_adapters", "trainers", "publishers"]
+    assert all(spec.title in parts for spec in plugins.specs.values())
+
+
+def test_a_third_party_plugin_gets_its_own_reference_page():
+    """``sakura plugins --reference --plugin NAME``: the same generator, one plugin's entries only."""
+
+    class KarcherOptions(Options):
+        max_iter: int = Field(10, ge=1)
+        """Most iterations."""
+
+    from sakura_merge import MergeMethod
+
+    class Karcher(MergeMethod):
+        """The Karcher mean of the models on the hypersphere."""
+
+        Options = KarcherOptions
+        url = "https://example.org/karcher"
+
+    class Plugin:
+        @hookimpl
+        def sakura_register_merge_methods(self, register):
+            register("karcher_native", Karcher())
+
+    plugins = Plugins(entry_points=False)
+    plugins.register_object(Plugin(), "karcher-plugin")
+    page = reference.build(plugins, plugin="karcher-plugin").markdown
+    assert page.startswith("## Merge methods\n")
+    assert "### `karcher_native`" in page and "See <https://example.org/karcher>." in page
+    assert "| `max_iter` | all models | int ≥ 1 | `10` | Most iterations. |" in page
+    assert "## Stages" not in page and "slerp" not in page
 
 
 def test_a_new_option_or_plugin_without_a_meaning_is_caught():

@@ -18,7 +18,8 @@ TINY = "tiny:llama?layers=2&hidden=32&intermediate=64&heads=2&kv_heads=1"
 DATA_PLUGIN = '''
 import json
 from sakura_core import hookimpl
-from sakura_core.stage import Options, StageKind
+from sakura_core.options import Options
+from sakura_core.stage import StageKind
 
 
 class PrefOptions(Options):

@@ -1,16 +1,16 @@
 """Built-in plugin sakura_data: the ``dataset`` stage kind and dataset adapters.
 
-Third-party adapters subclass ``sakura_data.Adapter`` and register it from
-``sakura_register_dataset_adapters``.
+Third-party adapters subclass ``sakura_data.Adapter`` (see ``sakura_data.contract``) and register an instance
+from ``sakura_register_dataset_adapters``.
 """
 
 __all__ = ["Adapter", "Skip", "preference"]
 
 
 def __getattr__(name: str):
-    # Lazy, so that importing the plugin module (every CLI start) does not import pydantic models.
+    # Lazy, so that importing the plugin module (every CLI start) does not import pydantic.
     if name in __all__:
-        from sakura_data import adapters
+        from sakura_data import contract
 
-        return getattr(adapters, name)
+        return getattr(contract, name)
     raise AttributeError(name)

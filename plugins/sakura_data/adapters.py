@@ -1,81 +1,17 @@
-"""Dataset adapters: one source schema -> sakura's canonical conversational rows.
+"""The built-in dataset adapters: orca, math, toxic, columns (any preference layout) and messages (SFT chat).
 
-An adapter declares the columns it needs (so a schema mismatch fails before any work) and maps one source
-row to the canonical format trl consumes:
-
-* preference rows: ``prompt`` = messages (optional system, then user), ``chosen`` / ``rejected`` = one
-  assistant message each;
-* SFT rows: ``messages`` = the whole conversation.
-
-A new adapter is a subclass registered from a plugin's ``sakura_register_dataset_adapters`` hook::
-
-    class MyAdapter(Adapter):
-        columns = ("instruction", "good", "bad")
-        def convert(self, row, options):
-            return preference(row["instruction"], row["good"], row["bad"])
-
-This module is imported by ``sakura validate``: it must stay cheap (pydantic only, no datasets).
+The contract they follow, and third-party adapters with them, is ``sakura_data.contract``. This module is
+imported by ``sakura validate``: it must stay cheap (pydantic only, no datasets).
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Any
 
 from pydantic import Field
 
-from sakura_core.stage import Options
-
-
-class Skip(Exception):
-    """Raised by ``Adapter.convert`` to drop a row; the message is the reason counted in stats.json."""
-
-
-class NoOptions(Options):
-    pass
-
-
-class Adapter:
-    """Base class of dataset adapters.
-
-    ``format`` is ``"preference"`` or ``"sft"``; ``columns`` the columns every row must have (override
-    ``required_columns`` when they depend on options or on the source); ``optional_columns`` are read when
-    present. Null or empty required fields are dropped (and counted) before ``convert`` is called.
-    ``Options`` validates the adapter's own keys, written flat in the source table.
-    """
-
-    format: ClassVar[str] = "preference"
-    columns: ClassVar[tuple[str, ...]] = ()
-    optional_columns: ClassVar[tuple[str, ...]] = ()
-    Options: ClassVar[type[Options]] = NoOptions
-    version: ClassVar[str] = "1"  # bump when the output for the same input changes (part of fingerprints)
-    description: ClassVar[str] = ""
-
-    def required_columns(self, options: Any, found: list[str]) -> list[str]:
-        return list(self.columns)
-
-    def optional(self, options: Any) -> list[str]:
-        return list(self.optional_columns)
-
-    def convert(self, row: dict[str, Any], options: Any) -> dict[str, Any]:
-        raise NotImplementedError
-
-
-def _text(value: Any) -> str:
-    return value.strip() if isinstance(value, str) else ("" if value is None else str(value).strip())
-
-
-def preference(user: Any, chosen: Any, rejected: Any, system: Any = None) -> dict[str, Any]:
-    """A canonical preference row from plain strings (an empty ``system`` is left out)."""
-    prompt = []
-    system_text = _text(system)
-    if system_text:
-        prompt.append({"role": "system", "content": system_text})
-    prompt.append({"role": "user", "content": _text(user)})
-    return {
-        "prompt": prompt,
-        "chosen": [{"role": "assistant", "content": _text(chosen)}],
-        "rejected": [{"role": "assistant", "content": _text(rejected)}],
-    }
+from sakura_core.options import Options
+from sakura_data.contract import Adapter, Skip, _text, preference
 
 
 # -- built-ins --------------------------------------------------------------------------------------
@@ -94,7 +30,7 @@ class OrcaAdapter(Adapter):
     def optional(self, options: OrcaOptions) -> list[str]:
         return ["system"] if options.system else []
 
-    def convert(self, row: dict[str, Any], options: OrcaOptions) -> dict[str, Any]:
+    def run(self, row: dict[str, Any], options: OrcaOptions) -> dict[str, Any]:
         system = row.get("system") if options.system else None
         return preference(row["question"], row["chosen"], row["rejected"], system)
 
@@ -118,7 +54,7 @@ class MathAdapter(Adapter):
             cols += ["chosen_rating", "rejected_rating"]
         return cols
 
-    def convert(self, row: dict[str, Any], options: MathOptions) -> dict[str, Any]:
+    def run(self, row: dict[str, Any], options: MathOptions) -> dict[str, Any]:
         if options.min_rating_margin is not None:
             margin = float(row["chosen_rating"]) - float(row["rejected_rating"])
             if margin < options.min_rating_margin:
@@ -132,7 +68,7 @@ class ToxicAdapter(Adapter):
     description = "unalignment/toxic-dpo-v0.1 layout: prompt, chosen, rejected"
     columns = ("prompt", "chosen", "rejected")
 
-    def convert(self, row: dict[str, Any], options: Any) -> dict[str, Any]:
+    def run(self, row: dict[str, Any], options: Any) -> dict[str, Any]:
         return preference(row["prompt"], row["chosen"], row["rejected"])
 
 
@@ -169,7 +105,7 @@ class ColumnsAdapter(Adapter):
     def optional(self, options: ColumnsOptions) -> list[str]:
         return [options.system] if options.system else []
 
-    def convert(self, row: dict[str, Any], options: ColumnsOptions) -> dict[str, Any]:
+    def run(self, row: dict[str, Any], options: ColumnsOptions) -> dict[str, Any]:
         prompt = _messages_or_text(row[options.prompt], "user")
         if options.system and _text(row.get(options.system)):
             prompt = [{"role": "system", "content": _text(row[options.system])}] + prompt
@@ -210,7 +146,7 @@ class MessagesAdapter(Adapter):
     def optional(self, options: MessagesOptions) -> list[str]:
         return [options.system] if options.system else []
 
-    def convert(self, row: dict[str, Any], options: MessagesOptions) -> dict[str, Any]:
+    def run(self, row: dict[str, Any], options: MessagesOptions) -> dict[str, Any]:
         column = options.column or ("messages" if "messages" in row else "conversations")
         messages = []
         if options.system and _text(row.get(options.system)):
@@ -236,5 +172,3 @@ BUILTIN_ADAPTERS: dict[str, Adapter] = {
     "columns": ColumnsAdapter(),
     "messages": MessagesAdapter(),
 }
-
-Format = Literal["preference", "sft"]

@@ -41,11 +41,11 @@ def check_columns(
     opened: OpenedSource, source: SourceOptions, i: int, adapter: Adapter
 ) -> tuple[Any, list[str], list[str]]:
     """(adapter options, required columns, columns to read) of a source; fails on a missing column."""
-    from sakura_core.recipe import validate_options
+    from sakura_core.options import validate_options
 
     label = describe(source, i)
     found = opened.column_names
-    adapter_options = validate_options(adapter.Options, source.adapter_options())
+    adapter_options = validate_options(adapter.Options, source.options)
     required = adapter.required_columns(adapter_options, found)
     missing = [c for c in required if c not in found]
     if missing:

@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from sakura_core.stage import Options
+from sakura_core.options import Options
 
-SOURCE_FIELDS = ("adapter", "path", "split", "subset", "revision", "format", "weight", "max_rows")
 FILE_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 
 
 class SourceOptions(Options):
-    """One source of a dataset stage. Keys other than these are the adapter's own options."""
+    """One source of a dataset stage: where its rows are and which adapter maps them."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    unknown_key_hint: ClassVar[str] = "an adapter's own options go in the source's options table: options = { key = value }"
 
     adapter: str
     """Dataset adapter that maps this source's rows to trl's conversational format (see Dataset adapters);
     the sources of one stage are all preference data or all SFT data."""
+    options: dict[str, Any] = Field(default_factory=dict)
+    """The adapter's own options (see its entry under Dataset adapters), in their own table so that no adapter
+    option can shadow a source key: ``options = { system = false }``."""
     path: str
     """A local ``.jsonl`` / ``.json`` / ``.parquet`` / ``.csv`` file or a dataset directory, relative to the
     recipe's directory, or else a Hub dataset id (``org/name``)."""
@@ -47,8 +49,6 @@ class SourceOptions(Options):
             raise ValueError("set either weight or max_rows for a source, not both")
         return self
 
-    def adapter_options(self) -> dict[str, Any]:
-        return dict(self.model_extra or {})
 
 
 class DatasetOptions(Options):

@@ -4,6 +4,13 @@ from sakura_core import hookimpl
 
 
 @hookimpl
+def sakura_declare_registries(declare):
+    from sakura_data.hooks import DATASET_ADAPTERS
+
+    declare(DATASET_ADAPTERS)
+
+
+@hookimpl
 def sakura_register_stage_kinds(register):
     from sakura_data.stage import DatasetStage
 

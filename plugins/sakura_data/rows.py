@@ -64,7 +64,7 @@ def process_batch(
         converted: dict[str, Any] = {}
         if not reason:
             try:
-                converted = adapter.convert(row, adapter_options)
+                converted = adapter.run(row, adapter_options)
             except Skip as skip:
                 reason = str(skip) or "skipped by adapter"
             else:

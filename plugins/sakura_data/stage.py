@@ -6,11 +6,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-from sakura_core.errors import OptionError, PluginError, did_you_mean
-from sakura_core.recipe import validate_options
+from sakura_core.errors import OptionError, PluginError, join_key
+from sakura_core.options import validate_options
 from sakura_core.stage import CheckEnv, StageContext, StageKind
 
-from sakura_data.options import FILE_FORMATS, SOURCE_FIELDS, DatasetOptions, SourceOptions
+from sakura_data.options import FILE_FORMATS, DatasetOptions, SourceOptions
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
@@ -30,6 +30,7 @@ def locate(source: SourceOptions, recipe_dir: Path) -> tuple[str, Path | None]:
 class DatasetStage(StageKind):
     Options = DatasetOptions
     produces = "dataset"
+    libraries = ("datasets", "pyarrow", "transformers", "tokenizers")
 
     def references(self, options: DatasetOptions) -> dict[str, str]:
         return {"tokenizer": options.tokenizer} if options.tokenizer else {}
@@ -42,16 +43,11 @@ class DatasetStage(StageKind):
                 adapter = env.plugins.dataset_adapters.get(source.adapter)
             except PluginError as exc:
                 raise OptionError(f"{key}.adapter", str(exc)) from None
-            extra = source.adapter_options()
-            allowed = list(adapter.Options.model_fields)
-            for name in extra:
-                if name not in allowed:
-                    hint = did_you_mean(name, [*SOURCE_FIELDS, *allowed])
-                    known = ", ".join(allowed) if allowed else "none"
-                    raise OptionError(
-                        f"{key}.{name}", f"unknown option{hint} (adapter {source.adapter} options: {known})"
-                    )
-            validate_options(adapter.Options, extra, key)
+            adapter_options = validate_options(adapter.Options, source.options, f"{key}.options")
+            try:
+                adapter.check(adapter_options, env)
+            except OptionError as exc:
+                raise OptionError(join_key(f"{key}.options", exc.key), exc.detail) from None
             formats.add(adapter.format)
             if source.format is not None and source.format not in set(FILE_FORMATS.values()):
                 raise OptionError(f"{key}.format", f"unknown file format {source.format!r} (json, parquet, csv)")
@@ -77,14 +73,8 @@ class DatasetStage(StageKind):
                 found[f"sources[{i}]"] = {"hub": source.path, "revision": resolve_hub_revision(source)}
         return found
 
-    def implementation_versions(self, options: DatasetOptions, plugins: Any) -> dict[str, str]:
-        versions = {}
-        for source in options.sources:
-            entry = plugins.dataset_adapters.entry(source.adapter)
-            versions[f"adapter:{source.adapter}"] = (
-                f"{entry.plugin.name}@{entry.plugin.version}/{getattr(entry.implementation, 'version', '1')}"
-            )
-        return versions
+    def uses(self, options: DatasetOptions) -> list[tuple[str, str]]:
+        return [("dataset_adapters", source.adapter) for source in options.sources]
 
     def estimate(self, options: DatasetOptions, inputs: dict[str, dict[str, Any]], env: CheckEnv) -> Any:
         """No sizes (the rows are not known before the run), but the longest row in tokens for the train

@@ -18,7 +18,8 @@ from typing import Any
 from pydantic import Field
 
 from sakura_core.errors import OptionError, StageError
-from sakura_core.stage import CheckEnv, Options
+from sakura_core.options import Options
+from sakura_core.stage import CheckEnv
 from sakura_hub.ids import repo_id_problem
 from sakura_publish.publisher import Bundle, Publisher, PublishEnv
 
@@ -49,6 +50,7 @@ class HubOptions(Options):
 
 class HubPublisher(Publisher):
     Options = HubOptions
+    libraries = ("huggingface-hub",)
 
     def check(self, options: HubOptions, env: CheckEnv | None = None) -> None:
         problem = repo_id_problem(options.repo_id)
@@ -66,7 +68,7 @@ class HubPublisher(Publisher):
     def load_reference(self, options: HubOptions, recipe_dir: Any) -> str:
         return self._full_repo_id(options, self._token(options))
 
-    def publish(self, bundle: Bundle, options: HubOptions, env: PublishEnv) -> dict[str, Any]:
+    def run(self, bundle: Bundle, options: HubOptions, env: PublishEnv) -> dict[str, Any]:
         from huggingface_hub import constants
 
         self.check(options)

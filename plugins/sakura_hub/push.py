@@ -28,7 +28,7 @@ import click
 def push(artifact: Path, repo_id: str, private, revision, create_pr: bool, license_, tags, dry_run: bool, as_json: bool) -> None:
     """Publish the model in ARTIFACT to the Hugging Face Hub with its model card and lineage."""
     from sakura_core.errors import OptionError, StageError
-    from sakura_core.recipe import validate_options
+    from sakura_core.options import validate_options
     from sakura_hub.publisher import HubOptions, HubPublisher
     from sakura_publish.publisher import PublishEnv
     from sakura_publish.stage import artifact_lineage, build_bundle, check_model_artifact
@@ -74,7 +74,7 @@ def push(artifact: Path, repo_id: str, private, revision, create_pr: bool, licen
                 click.echo(f"  {path_in_repo:40} {path.stat().st_size:>12,} bytes")
             click.echo(f"commit message: {bundle.commit_message}")
             return
-        record = publisher.publish(bundle, options, PublishEnv(recipe_dir=artifact, log=lambda m: click.echo(m, err=True)))
+        record = publisher.run(bundle, options, PublishEnv(recipe_dir=artifact, log=lambda m: click.echo(m, err=True)))
     if as_json:
         click.echo(json.dumps(record, indent=2))
     elif record.get("changed"):

@@ -13,7 +13,8 @@ from typing import Any
 
 from sakura_core.errors import OptionError, StageError
 from sakura_core.hashing import hash_json
-from sakura_core.stage import ModelSource, Options, SourceEnv
+from sakura_core.options import Options
+from sakura_core.stage import ModelSource, SourceEnv
 from sakura_hub.ids import SHA_RE, repo_id_problem
 
 SAFE_PATTERNS = [

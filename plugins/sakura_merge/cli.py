@@ -17,7 +17,7 @@ def load_yaml_config(path: Path):
     import yaml
 
     from sakura_core.plugins import Plugins
-    from sakura_core.recipe import validate_options
+    from sakura_core.options import validate_options
     from sakura_merge.config import MergeConfig
     from sakura_merge.stage import check_config
 

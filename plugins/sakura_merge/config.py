@@ -10,7 +10,7 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import ConfigDict, Field, model_validator
 
-from sakura_core.stage import Options
+from sakura_core.options import Options
 
 Scalar = Union[bool, int, float, str]
 ScalarOrGradient = Union[Scalar, list[Scalar]]
@@ -131,6 +131,35 @@ class MergeConfig(Options):
         if self.tokenizer_source and self.tokenizer:
             raise ValueError("give either 'tokenizer_source' or 'tokenizer', not both")
         return self
+
+    def model_count(self) -> int:
+        """How many models one output tensor is merged from: the most of any slice, or the ``models`` with the
+        base model (which mergekit adds when it is not listed)."""
+        if self.slices:
+            return max(len(s.sources) for s in self.slices)
+        return len({m.model for m in self.models or []} | ({self.base_model} if self.base_model else set()))
+
+    def parameter_values(self, name: str) -> list[Any]:
+        """Every value written for parameter ``name`` anywhere in the configuration (global, per slice, per
+        model), gradients and filtered values flattened: what a merge method's ``check`` can bound."""
+        scopes = [self.parameters] + [m.parameters for m in self.models or []]
+        for slice_ in self.slices or []:
+            scopes += [slice_.parameters] + [s.parameters for s in slice_.sources]
+        found: list[Any] = []
+
+        def walk(value: Any) -> None:
+            if isinstance(value, ConditionalParameter):
+                walk(value.value)
+            elif isinstance(value, list):
+                for item in value:
+                    walk(item)
+            else:
+                found.append(value)
+
+        for scope in scopes:
+            if scope and name in scope:
+                walk(scope[name])
+        return found
 
     @property
     def compute_dtype(self) -> Optional[str]:

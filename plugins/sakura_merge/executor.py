@@ -22,7 +22,7 @@ from typing import Any, Callable, Optional
 from sakura_merge.config import MergeConfig, parse_size
 from sakura_merge.errors import MergeInputError
 from sakura_merge.inputs import ITEMSIZE, ST_CODES, Layout, OutTensor, TensorInfo
-from sakura_merge.methods import MergeCall, MergeMethod
+from sakura_merge.contract import MergeCall, MergeMethod
 from sakura_merge.params import build_options, parameter_names, resolve
 
 PREFETCH_BYTES = 192 * 2**20  # input bytes read ahead of the computation
@@ -369,7 +369,7 @@ def run_native(
                         generator = torch.Generator(device=device)
                         generator.manual_seed(_tensor_seed(config.seed, tensor.name))
                     call = MergeCall(tensor.name, tensors, base_index, params, model_params, generator)
-                    result = method.function(call)
+                    result = method.run(call)
                     if not isinstance(result, torch.Tensor) or tuple(result.shape) != tuple(tensor.shape):
                         raise MergeInputError(
                             f"merge method {config.merge_method} returned "

@@ -16,7 +16,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from sakura_core.errors import OptionError, did_you_mean, join_key
 from sakura_merge.config import ConditionalParameter, MergeConfig, Parameters
-from sakura_merge.methods import MergeMethod
+from sakura_merge.contract import MergeMethod
 
 
 def evaluate_setting(setting: Any, tensor_name: str, t: float) -> Any:
@@ -61,14 +61,14 @@ def _field_adapter(options: type, field: str) -> TypeAdapter:
 
 def field_name(method: MergeMethod, parameter: str) -> Optional[str]:
     """The options-model field a parameter name maps to (``lambda`` -> ``lambda_``)."""
-    for fname, info in method.options.model_fields.items():
+    for fname, info in method.Options.model_fields.items():
         if parameter == fname or parameter == info.alias:
             return fname
     return None
 
 
 def parameter_names(method: MergeMethod) -> list[str]:
-    return [info.alias or fname for fname, info in method.options.model_fields.items()]
+    return [info.alias or fname for fname, info in method.Options.model_fields.items()]
 
 
 # -- checks before any work --------------------------------------------------------------------------
@@ -101,7 +101,7 @@ def check_parameters(config: MergeConfig, method: MergeMethod, method_name: str)
 
 
 def _check_values(method: MergeMethod, fname: str, setting: Any, key: str) -> None:
-    adapter = _field_adapter(method.options, fname)
+    adapter = _field_adapter(method.Options, fname)
 
     def check_leaf(value: Any, leaf_key: str) -> None:
         try:
@@ -117,10 +117,29 @@ def _check_values(method: MergeMethod, fname: str, setting: Any, key: str) -> No
         elif isinstance(value, list):
             for i, item in enumerate(value):
                 walk(item, f"{at}[{i}]")
+            if _is_gradient(value) and not _takes_fractions(adapter, value):
+                raise OptionError(at, f"{fname} takes one value, not a gradient: a gradient interpolates over the "
+                                      f"layers and gives fractions (got {value!r})")
         else:
             check_leaf(value, at)
 
     walk(setting, key)
+
+
+def _is_gradient(value: list[Any]) -> bool:
+    """A list of numbers that are not all equal: interpolated over the layers (see ``evaluate_setting``)."""
+    numbers = [v for v in value if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return len(numbers) == len(value) and len(set(numbers)) > 1
+
+
+def _takes_fractions(adapter: TypeAdapter, gradient: list[float]) -> bool:
+    """Whether the parameter accepts the values between a gradient's points (an int parameter does not)."""
+    a, b = list(dict.fromkeys(gradient))[:2]
+    try:
+        adapter.validate_python(a + (b - a) * 0.37)  # a fraction between two valid points: any bounds hold
+    except ValidationError:
+        return False
+    return True
 
 
 def _check_required(config: MergeConfig, method: MergeMethod, method_name: str) -> None:
@@ -164,7 +183,7 @@ def build_options(method: MergeMethod, values: dict[str, Any], where: str) -> An
     from sakura_merge.errors import MergeInputError
 
     try:
-        return method.options.model_validate(values)
+        return method.Options.model_validate(values)
     except ValidationError as exc:
         error = exc.errors()[0]
         loc = ".".join(str(p) for p in error["loc"])

@@ -4,6 +4,13 @@ from sakura_core import hookimpl
 
 
 @hookimpl
+def sakura_declare_registries(declare):
+    from sakura_merge.hooks import MERGE_METHODS
+
+    declare(MERGE_METHODS)
+
+
+@hookimpl
 def sakura_register_stage_kinds(register):
     from sakura_merge.stage import MergeStage
 

@@ -10,7 +10,7 @@ from typing import Any, Callable, Optional
 
 from sakura_merge.config import MergeConfig, mergekit_dict
 from sakura_merge.errors import MergeInputError
-from sakura_merge.methods import MergeMethod
+from sakura_merge.contract import MergeMethod
 
 RECORD_FILE = "mergekit_config.yml"
 

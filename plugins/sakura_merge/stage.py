@@ -12,8 +12,9 @@ from sakura_merge.config import MergeConfig, model_references, parse_size
 DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 
 
-def check_config(config: MergeConfig, methods: Any) -> None:
-    """Every check that needs no model files: method, parameters, slices, sizes. Raises ``OptionError``."""
+def check_config(config: MergeConfig, methods: Any, env: Any = None) -> None:
+    """Every check that needs no model files: method, parameters, slices, sizes, and the method's own
+    ``check``. Raises ``OptionError``."""
     from sakura_merge.params import check_parameters
 
     name = config.merge_method
@@ -52,29 +53,28 @@ def check_config(config: MergeConfig, methods: Any) -> None:
             raise OptionError("models", f"{name} takes at most {method.max_models} models, got {count}")
         if count < method.min_models:
             raise OptionError("models", f"{name} needs at least {method.min_models} models, got {count}")
-    if method.base == "required" and not config.base_model and not all(s.base_model for s in config.slices or [None]):
+    if method.base == "required" and not config.base_model and not (config.slices and all(s.base_model for s in config.slices)):
         raise OptionError("base_model", f"{name} needs a base_model")
     check_parameters(config, method, name)
+    method.check(config, env)
 
 
 class MergeStage(StageKind):
     Options = MergeConfig
     produces = "model"
+    # mergekit's executor may run any merge (vocabulary merges, pickled inputs): the engine is chosen only
+    # when the inputs are seen, so its version is recorded whichever ran.
+    libraries = ("torch", "safetensors", "transformers", "mergekit")
 
     def references(self, options: MergeConfig) -> dict[str, str]:
         return model_references(options)
 
     def check(self, options: MergeConfig, env: CheckEnv) -> None:
-        check_config(options, env.plugins.merge_methods)
+        check_config(options, env.plugins.merge_methods, env)
 
-    def implementation_versions(self, options: MergeConfig, plugins: Any) -> dict[str, str]:
-        entry = plugins.merge_methods.entry(options.merge_method)
-        versions = {entry.plugin.name: entry.plugin.version}
-        if not entry.implementation.native or options.engine == "mergekit":
-            from importlib.metadata import version
+    def uses(self, options: MergeConfig) -> list[tuple[str, str]]:
+        return [("merge_methods", options.merge_method)]
 
-            versions["mergekit"] = version("mergekit")
-        return versions
 
     def estimate(self, options: MergeConfig, inputs: dict[str, dict[str, Any]], env: CheckEnv) -> Any:
         """The output's config (the donor's, with the slices' layer count) and size; the native executor's

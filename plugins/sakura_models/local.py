@@ -7,7 +7,8 @@ from typing import Any
 
 from sakura_core.errors import OptionError, StageError
 from sakura_core.hashing import hash_path
-from sakura_core.stage import CheckEnv, ModelSource, Options, SourceEnv
+from sakura_core.options import Options
+from sakura_core.stage import CheckEnv, ModelSource, SourceEnv
 
 
 class LocalOptions(Options):

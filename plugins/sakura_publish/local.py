@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from sakura_core.errors import StageError
-from sakura_core.stage import Options
+from sakura_core.options import Options
 from sakura_publish.publisher import LINEAGE_FILE, Bundle, Publisher, PublishEnv
 
 
@@ -37,7 +37,7 @@ class LocalPublisher(Publisher):
     def load_reference(self, options: LocalOptions, recipe_dir: Path) -> str:
         return os.path.abspath(self.target(options, recipe_dir))
 
-    def publish(self, bundle: Bundle, options: LocalOptions, env: PublishEnv) -> dict[str, Any]:
+    def run(self, bundle: Bundle, options: LocalOptions, env: PublishEnv) -> dict[str, Any]:
         target = Path(os.path.abspath(self.target(options, env.recipe_dir)))
         if target.exists() and not target.is_dir():
             raise StageError(f"cannot publish to {target}: it is a file")

@@ -4,6 +4,13 @@ from sakura_core import hookimpl
 
 
 @hookimpl
+def sakura_declare_registries(declare):
+    from sakura_publish.hooks import PUBLISHERS
+
+    declare(PUBLISHERS)
+
+
+@hookimpl
 def sakura_register_stage_kinds(register):
     from sakura_publish.stage import PublishStage
 

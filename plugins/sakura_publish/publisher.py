@@ -2,19 +2,22 @@
 
 A publisher is registered with ``sakura_register_publishers(register)``: ``register("local", LocalPublisher())``.
 It has a pydantic ``Options`` model (its keys sit flat in the publish stage's table, beside ``publisher``
-and ``model``) and a ``publish(bundle, options, env)`` method that puts the bundle's files somewhere and
-returns a JSON-able record of where (path, repo url, commit). The publish stage owns everything else:
-choosing the model files, writing the model card, the lineage file and the recipe copy.
+and ``model``; a field named like one of the stage's own keys is refused) and a ``run(bundle, options, env)``
+method that puts the bundle's files somewhere and returns a JSON-able record of where (path, repo url,
+commit). The publish stage owns everything else: choosing the model files, writing the model card, the
+lineage file and the recipe copy.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from sakura_core.stage import CheckEnv, Options
+from sakura_core.options import Options
+from sakura_core.registry import Implementation
+from sakura_core.stage import CheckEnv
 
 # Files of a model artifact that are published (everything else, e.g. the store manifest, stays home).
 CARD_FILE = "README.md"
@@ -27,13 +30,19 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 
 @dataclass
 class Bundle:
-    """The files to publish: ``files`` maps a path in the destination to a local file."""
+    """What a publisher publishes."""
 
-    name: str  # a short name for messages (the recipe's name)
-    fingerprint: str  # the fingerprint of the model artifact that is published
+    name: str
+    """A short name for messages: the recipe's name."""
+    fingerprint: str
+    """The fingerprint of the model artifact that is published."""
     files: dict[str, Path]
+    """Path in the destination -> local file: weights, config, tokenizer, README.md (the model card),
+    sakura-lineage.json and sakura-recipe.toml."""
     commit_message: str
+    """A one-line message for a destination that records history (the Hub)."""
     commit_description: str = ""
+    """A longer description to go with it."""
 
     @property
     def total_bytes(self) -> int:
@@ -45,12 +54,14 @@ class PublishEnv:
     """What a publisher may use while publishing."""
 
     recipe_dir: Path
+    """The recipe's directory: relative paths in the options mean this one."""
     log: Callable[[str], None] = print
-    progress: Callable[..., Any] | None = None  # ctx.progress(description, total, unit) when run as a stage
-    extra: dict[str, Any] = field(default_factory=dict)
+    """One line for the user (the live view, or the terminal under ``sakura push``)."""
+    progress: Callable[..., Any] | None = None
+    """``progress(description, total, unit)`` -> a progress bar, when run as a stage; None otherwise."""
 
 
-class Publisher:
+class Publisher(Implementation):
     """Base class of publishers (``local``, ``hub``, ...)."""
 
     Options: ClassVar[type[Options]]
@@ -66,8 +77,10 @@ class Publisher:
         """What to pass to ``from_pretrained`` to load the published model (shown in the card)."""
         raise NotImplementedError
 
-    def publish(self, bundle: Bundle, options: Any, env: PublishEnv) -> dict[str, Any]:
-        """Publish ``bundle``; return where it went (``{"path": ...}`` or ``{"url", "commit", ...}``)."""
+    def run(self, bundle: Bundle, options: Any, env: PublishEnv) -> dict[str, Any]:
+        """Publish ``bundle``; return where it went (``{"path": ...}`` or ``{"url", "commit", ...}``): it is
+        stored as the stage's ``published.json`` and shown in ``run --json``. Raise ``StageError`` for a
+        failure the user can act on; leave nothing half-published."""
         raise NotImplementedError
 
 

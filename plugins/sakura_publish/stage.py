@@ -18,8 +18,9 @@ from typing import Any
 from pydantic import ConfigDict
 
 from sakura_core.errors import OptionError, PluginError, StageError, did_you_mean
-from sakura_core.recipe import validate_options
-from sakura_core.stage import CheckEnv, Options, StageContext, StageKind
+from sakura_core.options import validate_options
+from sakura_core.options import Options
+from sakura_core.stage import CheckEnv, StageContext, StageKind
 from sakura_publish.publisher import (
     CARD_FILE,
     LINEAGE_FILE,
@@ -66,6 +67,10 @@ def get_publisher(plugins: Any, name: str) -> Publisher:
 
 
 def publisher_options(publisher: Publisher, options: PublishOptions) -> Any:
+    clash = sorted(set(publisher.Options.model_fields) & set(STAGE_KEYS))
+    if clash:
+        raise OptionError("publisher", f"publisher {options.publisher!r} has an option named {clash[0]!r}, which is a "
+                          "key of the publish stage itself: the publisher's plugin must rename it")
     raw = options.publisher_raw()
     known = list(publisher.Options.model_fields)
     for key in raw:
@@ -96,12 +101,8 @@ class PublishStage(StageKind):
         publisher = get_publisher(env.plugins, options.publisher)
         return publisher.external_inputs(publisher_options(publisher, options), env.recipe_dir)
 
-    def implementation_versions(self, options: PublishOptions, plugins: Any) -> dict[str, str]:
-        try:
-            entry = plugins.publishers.entry(options.publisher)
-        except PluginError:
-            return {}
-        return {entry.plugin.name: entry.plugin.version}
+    def uses(self, options: PublishOptions) -> list[tuple[str, str]]:
+        return [("publishers", options.publisher)]
 
     def estimate(self, options: PublishOptions, inputs: dict[str, dict[str, Any]], env: CheckEnv) -> Any:
         """The model's weights: copied to a folder by the local publisher, uploaded by the others."""
@@ -135,7 +136,7 @@ class PublishStage(StageKind):
             recipe_dir=ctx.recipe_dir,
         )
         env = PublishEnv(recipe_dir=ctx.recipe_dir, log=ctx.log, progress=ctx.progress)
-        record = publisher.publish(bundle, popts, env)
+        record = publisher.run(bundle, popts, env)
         record = {"publisher": options.publisher, "model": model.name, "model_fingerprint": model.fingerprint, **record}
         (ctx.output_dir / RECORD_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
         return {"files": len(bundle.files), "bytes": bundle.total_bytes, **{k: v for k, v in record.items() if isinstance(v, (str, int, float, bool))}}
@@ -249,16 +250,9 @@ def artifact_lineage(artifact_dir: Path) -> tuple[dict[str, Any], list[dict[str,
         return {}, []
     lineage = list(manifest.get("lineage") or [])
     if manifest.get("stage"):
-        lineage.append(
-            {
-                "name": manifest.get("stage"),
-                "kind": manifest.get("kind"),
-                "plugin": manifest.get("plugin"),
-                "options": manifest.get("options"),
-                "metrics": manifest.get("metrics"),
-                "fingerprint": manifest.get("fingerprint"),
-            }
-        )
+        from sakura_core.engine import lineage_entry
+
+        lineage.append(lineage_entry(manifest["stage"], manifest))
     elif manifest.get("kind") == "model":
         lineage.append({"name": manifest.get("source", "model"), **manifest})
     return manifest, lineage

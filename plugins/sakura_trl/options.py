@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from sakura_core.stage import Options
+from sakura_core.options import Options
 
 
 class LoraOptions(Options):

@@ -4,6 +4,13 @@ from sakura_core import hookimpl
 
 
 @hookimpl
+def sakura_declare_registries(declare):
+    from sakura_trl.hooks import TRAINERS
+
+    declare(TRAINERS)
+
+
+@hookimpl
 def sakura_register_stage_kinds(register):
     from sakura_trl.stage import TrainStage
 
@@ -14,5 +21,5 @@ def sakura_register_stage_kinds(register):
 def sakura_register_trainers(register):
     from sakura_trl.trainers import DPO, SFT
 
-    register("dpo", DPO)
-    register("sft", SFT)
+    register("dpo", DPO())
+    register("sft", SFT())

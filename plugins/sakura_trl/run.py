@@ -14,6 +14,7 @@ from typing import Any
 
 from sakura_core.errors import StageError
 from sakura_core.stage import StageContext
+from sakura_trl.contract import TrainJob
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -102,23 +103,25 @@ def train(spec: dict[str, Any], trainer_def: Any, report: Report, extra_callback
         cache = RefCache.for_run(spec, options, args, tokenizer, model)
 
     callback = SakuraCallback(report, args, model, lora=peft_config is not None, ref_cached=cache is not None)
-    trainer_cls = trainer_class(trainer_def, cache)
     kwargs = dict(
         model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
         peft_config=peft_config, callbacks=[callback, *(extra_callbacks or [])],
     )
     if trainer_def.preference:
         kwargs["ref_model"] = None
+    last = last_checkpoint(args.output_dir)
+    if last:
+        report.log(f"resuming from {Path(last).name}")
+    callback.resumed_from = last
+
+    def prepare(built: Any) -> None:
+        _quiet(built)
+        check_max_lengths(built, options)
+
+    job = TrainJob(trainer_class=trainer_class(trainer_def, cache), kwargs=kwargs, resume_from=last, prepare=prepare)
     try:
         with oom_guard(options), _reference_hash(cache):
-            trainer = trainer_cls(**kwargs)
-            _quiet(trainer)
-            check_max_lengths(trainer, options)
-            last = last_checkpoint(args.output_dir)
-            if last:
-                report.log(f"resuming from {Path(last).name}")
-            callback.resumed_from = last
-            trainer.train(resume_from_checkpoint=last)
+            trainer = trainer_def.run(job)
     except KeyError as exc:  # trl reading a column the rows do not have
         raise StageError(f"dataset rows lack column {exc} that trainer {options.trainer} needs") from None
     finally:

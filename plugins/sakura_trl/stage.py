@@ -13,6 +13,7 @@ from sakura_trl.options import TrainOptions
 class TrainStage(StageKind):
     Options = TrainOptions
     produces = "model"
+    libraries = ("torch", "transformers", "trl", "peft", "accelerate", "datasets")
 
     def references(self, options: TrainOptions) -> dict[str, str]:
         return {"model": options.model, "dataset": options.dataset}
@@ -22,7 +23,7 @@ class TrainStage(StageKind):
             trainer = env.plugins.trainers.get(options.trainer)
         except PluginError as exc:
             raise OptionError("trainer", str(exc)) from None
-        trainer.check_args(options.args)
+        trainer.check(options.args, env)
         if options.launcher and options.launcher.config_file:
             path = env.recipe_dir / options.launcher.config_file
             if not path.is_file():
@@ -35,9 +36,8 @@ class TrainStage(StageKind):
             return {"launcher_config": hash_path(env.recipe_dir / options.launcher.config_file)}
         return {}
 
-    def implementation_versions(self, options: TrainOptions, plugins: Any) -> dict[str, str]:
-        entry = plugins.trainers.entry(options.trainer)
-        return {f"trainer:{options.trainer}": f"{entry.plugin.name}@{entry.plugin.version}/{entry.implementation.version}"}
+    def uses(self, options: TrainOptions) -> list[tuple[str, str]]:
+        return [("trainers", options.trainer)]
 
     def estimate(self, options: TrainOptions, inputs: dict[str, dict[str, Any]], env: CheckEnv) -> Any:
         """GPU memory of a step at the recipe's micro batch and max_length (on one CUDA GPU with bf16, as

@@ -1,7 +1,8 @@
 """Registers a stage kind named like one of echo_plugin's: loading both must fail, naming both."""
 
 from sakura_core import hookimpl
-from sakura_core.stage import Options, StageKind
+from sakura_core.options import Options
+from sakura_core.stage import StageKind
 
 
 class Other(StageKind):

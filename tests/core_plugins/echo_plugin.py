@@ -14,7 +14,8 @@ from pydantic import Field
 
 from sakura_core import OptionError, StageError, hookimpl
 from sakura_core.errors import did_you_mean
-from sakura_core.stage import Options, StageKind
+from sakura_core.options import Options
+from sakura_core.stage import StageKind
 
 COLOURS = ("red", "green", "blue")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-import sakura_example_dataset
+import sakura_example_dataset.plugin
 from sakura_core.engine import Engine
 from sakura_core.plugins import Plugins
 from sakura_core.recipe import load_recipe
@@ -21,7 +21,7 @@ SAMPLE = Path(__file__).parent / "data" / "ultrafeedback_binarized.sample.jsonl"
 
 def plugins_with_example() -> Plugins:
     plugins = Plugins(entry_points=False)
-    plugins.register_object(sakura_example_dataset, "example_dataset")
+    plugins.register_object(sakura_example_dataset.plugin, "example_dataset")
     return plugins
 
 
@@ -62,7 +62,7 @@ def test_rows_map_to_trl_conversational_preference_format(tmp_path):
 
 
 def test_min_score_margin_drops_close_pairs(tmp_path):
-    result, _ = run_dataset(tmp_path, ", min_score_margin = 1.0")
+    result, _ = run_dataset(tmp_path, ", options = { min_score_margin = 1.0 }")
     assert result.ok, result.error
     rows, stats = artifact(result)
     assert len(rows) == 4  # the goldfish pair (7.0 vs 6.5) and the tie (7.0 vs 7.0) are dropped
@@ -113,8 +113,8 @@ def test_options_are_checked_before_any_work(tmp_path):
     from sakura_core.errors import RecipeError
 
     for extra, expected in {
-        ", min_score_margin = -1": "stages.data.sources[0].min_score_margin: input should be greater than or equal to 0",
-        ", min_score_margn = 1": "stages.data.sources[0].min_score_margn: unknown option (did you mean min_score_margin?)",
+        ", options = { min_score_margin = -1 }": "stages.data.sources[0].options.min_score_margin: input should be greater than or equal to 0",
+        ", options = { min_score_margn = 1 }": "stages.data.sources[0].options.min_score_margn: unknown option (did you mean min_score_margin?)",
     }.items():
         with pytest.raises(RecipeError) as info:
             run_dataset(tmp_path, extra)

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-import sakura_example_merge
+import sakura_example_merge.plugin
 from sakura_core.plugins import Plugins
 
 
 def plugins_with_example() -> Plugins:
     plugins = Plugins(entry_points=False)
-    plugins.register_object(sakura_example_merge, "example_merge")
+    plugins.register_object(sakura_example_merge.plugin, "example_merge")
     return plugins
 
 

@@ -1,7 +1,8 @@
 """A third-party plugin package, installed by the tests with pip to check entry-point discovery."""
 
 from sakura_core import hookimpl
-from sakura_core.stage import Options, StageKind
+from sakura_core.options import Options
+from sakura_core.stage import StageKind
 
 
 class HelloOptions(Options):
