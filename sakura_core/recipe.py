@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from sakura_core.errors import OptionError, PluginError, RecipeError, did_you_mean, join_key
 from sakura_core.options import validate_options
 from sakura_core.plugins import Plugins
+from sakura_core.registry import Registry
 from sakura_core.stage import CheckEnv, ModelSource, StageKind
 
 if sys.version_info >= (3, 11):
@@ -210,9 +211,9 @@ def _parse_model(alias: str, spec: Any, plugins: Plugins, file: str, env: CheckE
         raise RecipeError("model names are letters, digits, '_' and '-'", file=file, key=key)
     sources = plugins.model_sources
     if isinstance(spec, str):
-        source_name, raw = _split_model_shorthand(spec, sources.names(), env.recipe_dir)
-        source = sources.get(source_name)
         try:
+            source_name, raw = _split_model_shorthand(spec, sources, env.recipe_dir)
+            source = sources.get(source_name)
             raw = source.parse(raw)
         except (ValueError, OptionError) as exc:
             raise RecipeError(str(exc), file=file, key=key) from None
@@ -238,15 +239,16 @@ def _parse_model(alias: str, spec: Any, plugins: Plugins, file: str, env: CheckE
     return ModelRef(alias=alias, source_name=source_name, source=source, options=options)
 
 
-def _split_model_shorthand(spec: str, source_names: list[str], recipe_dir: Path) -> tuple[str, str]:
-    """``tiny:llama`` -> tiny; ``./dir``, ``/abs`` or a directory beside the recipe -> local;
-    ``org/name[@rev]`` -> hub. Relative paths mean the recipe's directory, wherever sakura runs from."""
+def _split_model_shorthand(spec: str, sources: Registry[ModelSource], recipe_dir: Path) -> tuple[str, str]:
+    """``name:rest`` goes to the source called ``name``; any other string to the first source (in registration
+    order) whose ``claims`` accepts it: a path to the local source, ``org/name[@rev]`` to the Hub's."""
     scheme, sep, rest = spec.partition(":")
-    if sep and scheme in source_names:
+    if sep and scheme in sources:
         return scheme, rest
-    if spec.startswith((".", "/", "~")) or (recipe_dir / os.path.expanduser(spec)).is_dir():
-        return "local", spec
-    return "hub", spec
+    for entry in sources.entries.values():
+        if entry.implementation.claims(spec, recipe_dir):
+            return entry.name, spec
+    raise OptionError(None, f"no model source reads {spec!r}: write SOURCE:..., with SOURCE one of {', '.join(sources.names())}")
 
 
 # -- stages ----------------------------------------------------------------------------------------

@@ -85,6 +85,11 @@ class ModelSource(Implementation):
         """Turn the shorthand after ``name:`` (or the whole string) into an options dict."""
         raise NotImplementedError
 
+    def claims(self, text: str, recipe_dir: Path) -> bool:
+        """Whether a ``[models]`` string without a ``name:`` prefix is this source's (``./dir`` is the local
+        source's, ``org/name`` the Hub's); sources are asked in registration order."""
+        return False
+
     def check(self, options: Any, env: CheckEnv) -> None:
         """Cheap checks when the recipe loads (no network): raise ``OptionError(key, message)``."""
 

@@ -121,6 +121,40 @@ def test_only_from_and_force(write_recipe, counter):
         run(path, from_=["bb"])
 
 
+def test_a_rebuilt_input_reruns_its_readers_unless_its_bytes_are_the_same(write_recipe, counter, monkeypatch, sakura):
+    """--force b rebuilds b under the same fingerprint: c (which reads b) runs again only when b's content changed."""
+    path = write_recipe(PIPELINE)
+    run(path)
+    counter()
+    assert statuses(run(path, force=["b"])) == {"a": "cached", "b": "ran", "c": "cached", "side": "cached"}
+    assert counter() == ["b"]  # the same bytes: c was made from exactly this b
+    monkeypatch.setenv("SAKURA_TEST_SALT", "another build")
+    assert statuses(run(path, force=["b"], only=["b"])) == {"b": "ran"}
+    plan = {s["stage"]: s for s in json.loads(sakura("plan", path, "--json", check=0).stdout)["stages"]}
+    assert (plan["c"]["status"], plan["c"]["notes"]) == ("will run", ["b changed since it ran"])
+    assert plan["a"]["status"] == "cached"
+    assert statuses(run(path)) == {"a": "cached", "b": "cached", "c": "ran", "side": "cached"}
+    manifest = json.loads((run(path).outcome("c").artifact / MANIFEST).read_text())
+    b_manifest = json.loads((run(path).outcome("b").artifact / MANIFEST).read_text())
+    assert manifest["inputs"]["b"] == {"fingerprint": b_manifest["fingerprint"], "digest": b_manifest["digest"]}
+
+
+def test_library_versions_are_recorded_and_plan_shows_a_change(write_recipe, sakura):
+    """Not fingerprinted (an upgrade must not silently throw away a training run): recorded, and shown."""
+    import pluggy
+
+    path = write_recipe(PIPELINE)
+    artifact = run(path).outcome("a").artifact
+    manifest = json.loads((artifact / MANIFEST).read_text())
+    assert manifest["libraries"] == {"pluggy": pluggy.__version__}
+    manifest["libraries"]["pluggy"] = "0.0.1"
+    (artifact / MANIFEST).write_text(json.dumps(manifest))
+    plan = {s["stage"]: s for s in json.loads(sakura("plan", path, "--json", check=0).stdout)["stages"]}
+    assert plan["a"]["status"] == "cached"
+    assert plan["a"]["notes"] == [f"built with pluggy 0.0.1 (now {pluggy.__version__}) (--force to rebuild)"]
+    assert f"a: built with pluggy 0.0.1 (now {pluggy.__version__})" in sakura("plan", path, check=0).stdout
+
+
 def test_failed_stage_keeps_earlier_artifacts_and_leaves_nothing_half_written(write_recipe, counter):
     path = write_recipe(PIPELINE)
     result = run(path, ["stages.b.fail=true"])
@@ -181,6 +215,10 @@ def test_manifest_records_lineage(write_recipe):
     assert [e["name"] for e in manifest["lineage"]] == ["base", "a", "b"]
     assert manifest["lineage"][0]["source"] == "tiny"
     assert manifest["recipe"]["text"] == path.read_text()
+    plugin = manifest["plugins"][0]
+    assert (plugin["name"], plugin["distribution"], plugin["provides"]) == ("echo_plugin", None, ["stage kind echo"])
+    assert plugin["origin"] == f"file {path.parent / 'echo_plugin.py'}" and len(plugin["code"]) == 32
+    assert manifest["lineage"][2]["plugins"] == [plugin]  # b's entry in c's lineage names who made b
 
 
 def test_run_json_and_plan(write_recipe, sakura):

@@ -50,6 +50,10 @@ class HubSource(ModelSource):
             raise OptionError(None, f"{problem} (models are 'org/name[@revision]', 'tiny:...', or a local path './dir')")
         return {"id": repo_id, **({"revision": revision} if revision else {})}
 
+    def claims(self, text: str, recipe_dir: Path) -> bool:
+        """Any other string: ``parse`` says what a Hub id looks like when it is not one."""
+        return True
+
     def fingerprint(self, options: HubSourceOptions, env: SourceEnv) -> tuple[str, dict[str, Any]]:
         problem = repo_id_problem(options.id)
         if problem:

@@ -29,6 +29,12 @@ class LocalSource(ModelSource):
     def parse(self, text: str) -> dict[str, Any]:
         return {"path": text}
 
+    def claims(self, text: str, recipe_dir: Path) -> bool:
+        """A path (``./``, ``/``, ``~``), or the name of a directory beside the recipe."""
+        import os
+
+        return text.startswith((".", "/", "~")) or (recipe_dir / os.path.expanduser(text)).is_dir()
+
     def resolve_path(self, options: LocalOptions, recipe_dir: Path) -> Path:
         path = Path(options.path).expanduser()
         return path if path.is_absolute() else (recipe_dir / path).resolve()

@@ -1,6 +1,6 @@
 """A recipe-local plugin used by the core tests: stage kinds that do small, observable work.
 
-``echo`` writes its text plus its inputs' fingerprints; ``slow`` writes chunks with pauses so a test can
+``echo`` writes its text plus its inputs' fingerprints (and ``SAKURA_TEST_SALT``, to make a rebuild differ); ``slow`` writes chunks with pauses so a test can
 kill the process mid-stage (it touches ``started_marker`` when it begins).
 """
 
@@ -30,6 +30,7 @@ class EchoOptions(Options):
 
 class Echo(StageKind):
     Options = EchoOptions
+    libraries = ("pluggy",)  # recorded in its manifests (plan shows a version change)
 
     def references(self, options):
         return {f"reads[{i}]": name for i, name in enumerate(options.reads)}
@@ -47,6 +48,8 @@ class Echo(StageKind):
             (ctx.output_dir / "partial.txt").write_text("half")
             raise StageError("refusing on purpose")
         lines = [ctx.options.text * ctx.options.repeat]
+        if os.environ.get("SAKURA_TEST_SALT"):  # different bytes under the same fingerprint (a nondeterministic stage)
+            lines.append(os.environ["SAKURA_TEST_SALT"])
         lines += [f"{name}={inp.fingerprint}" for name, inp in sorted(ctx.inputs.items())]
         (ctx.output_dir / "out.txt").write_text("\n".join(lines))
         return {"lines": len(lines)}
