@@ -181,6 +181,7 @@ class Engine:
                 fingerprint=node.fingerprint,
                 lineage=_lineage(inputs),
                 store=self.store,
+                credits=[credit.lineage() for credit in node.credits],
             )
             metrics = stage.kind.run(ctx) or {}
             seconds = time.monotonic() - started

@@ -29,14 +29,32 @@ class SourceNode:
 
 @dataclass(frozen=True)
 class Credit:
-    """A plugin taking part in a stage, and what it provides there (``stage kind merge``, ``merge method slerp``)."""
+    """A plugin taking part in a stage, and what it provides there: ``(what, name, implementation)`` for each
+    entry (``("merge method", "slerp", Slerp())``)."""
 
     plugin: PluginInfo
-    provides: tuple[str, ...]
-    implementations: tuple[Any, ...]
+    entries: tuple[tuple[str, str, Any], ...]
+
+    @property
+    def provides(self) -> tuple[str, ...]:
+        return tuple(f"{what} {name}" for what, name, _ in self.entries)
+
+    @property
+    def implementations(self) -> tuple[Any, ...]:
+        return tuple(impl for _, _, impl in self.entries)
 
     def lineage(self) -> dict[str, Any]:
-        return {**self.plugin.lineage(), "provides": list(self.provides)}
+        """The plugin and each entry it provides, as manifests, lineage files and model cards record them."""
+        return {
+            **self.plugin.lineage(),
+            "provides": list(self.provides),
+            "entries": [
+                {"what": what, "name": name, "version": getattr(impl, "version", "1"),
+                 "description": impl.summary() if hasattr(impl, "summary") else "",
+                 **{key: getattr(impl, key) for key in ("url", "citation") if getattr(impl, key, "")}}
+                for what, name, impl in self.entries
+            ],
+        }
 
 
 @dataclass
@@ -131,18 +149,19 @@ def stage_credits(recipe: Recipe, name: str) -> list[Credit]:
     stage = recipe.stages[name]
     plugins: Plugins = recipe.plugins
     kind = plugins.stage_kinds.entry(stage.kind_name)
-    found: dict[str, tuple[PluginInfo, list[str], list[Any]]] = {kind.plugin.name: (kind.plugin, [f"stage kind {kind.name}"], [kind.implementation])}
+    found: dict[str, tuple[PluginInfo, list[tuple[str, str, Any]]]] = {
+        kind.plugin.name: (kind.plugin, [("stage kind", kind.name, kind.implementation)])
+    }
     for attr, entry_name in stage.kind.uses(stage.options):
         try:
-            entry = plugins.registry(attr).entry(entry_name)
+            registry = plugins.registry(attr)
+            entry = registry.entry(entry_name)
         except SakuraError as exc:  # the stage's check let an unknown name through: still the recipe's mistake
             raise RecipeError(str(exc), file=recipe.file, key=f"stages.{name}") from None
-        info, provides, impls = found.setdefault(entry.plugin.name, (entry.plugin, [], []))
-        label = f"{plugins.registry(attr).what} {entry.name}"
-        if label not in provides:
-            provides.append(label)
-            impls.append(entry.implementation)
-    return [Credit(info, tuple(provides), tuple(impls)) for info, provides, impls in found.values()]
+        _, entries = found.setdefault(entry.plugin.name, (entry.plugin, []))
+        if (registry.what, entry.name) not in [(what, n) for what, n, _ in entries]:
+            entries.append((registry.what, entry.name, entry.implementation))
+    return [Credit(info, tuple(entries)) for info, entries in found.values()]
 
 
 def stage_libraries(credits: list[Credit]) -> dict[str, str | None]:

@@ -181,6 +181,7 @@ class StageContext:
     fingerprint: str
     lineage: list[dict[str, Any]]  # every upstream source and stage, oldest first
     store: Store  # the run's artifact store, for stages that keep artifacts of their own (caches)
+    credits: list[dict[str, Any]] = field(default_factory=list)  # the plugins taking part in this stage
 
     @property
     def recipe_dir(self) -> Path:

@@ -157,8 +157,20 @@ def test_recipe_runs_on_installed_third_party_plugins(installed, tmp_path):
     assert stages["train"]["metrics"]["steps"] == 2
     with tarfile.open(tmp_path / "dist" / "model.tar.gz") as tar:
         lineage = json.load(tar.extractfile("sakura-lineage.json"))
-    used = json.dumps(lineage)
-    assert "geometric" in used and "ultrafeedback" in used
+        card = tar.extractfile("README.md").read().decode()
+    # The lineage and the card name every plugin package that made the model, with its version and code.
+    made = {p["distribution"]: p for p in lineage["plugins"]}
+    assert {"sakura-example-merge", "sakura-example-dataset", "sakura-ci-trainer", "sakura-ci-publisher",
+            "sakura-recipes"} <= set(made)
+    assert made["sakura-example-merge"]["provides"] == ["merge method geometric"]
+    assert made["sakura-ci-publisher"]["provides"] == ["publisher ci_publisher"]
+    for dist in ("sakura-example-merge", "sakura-example-dataset", "sakura-ci-trainer"):
+        assert f"| {dist} 0.1.0 | `{made[dist]['code'][:12]}` |" in card
+    # A third-party method is described as itself, not as mergekit's.
+    assert ("Merge method: **geometric**, from plugin `example_merge` (sakura-example-merge 0.1.0): Signed weighted "
+            "geometric mean of the models' weights.") in card
+    assert "mergekit semantics" not in card and "\n- mergekit\n" not in card
+    assert "mergekit does not know this method; `sakura merge` runs it with sakura-example-merge 0.1.0 installed" in card
 
     again = sakura("run", recipe, "--json", "-q", env=installed.env())
     assert again.returncode == 0, again.stderr

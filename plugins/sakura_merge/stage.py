@@ -132,9 +132,11 @@ class MergeStage(StageKind):
         config: MergeConfig = ctx.options
         method = ctx.plugins.merge_methods.get(config.merge_method)
         paths = {name: str(ctx.input(name).path) for name in set(model_references(config).values())}
-        return execute_merge(
+        metrics = execute_merge(
             config, method, paths, ctx.output_dir,
             progress=lambda description, total: ctx.progress(description, total, unit="tensors"),
             log=ctx.log,
             record_names={name: name for name in paths},
         )
+        # Whose semantics the method has: mergekit's (a port or the bridge), or its own plugin's (the card says)
+        return {**metrics, "mergekit_method": method.mergekit_name}

@@ -70,9 +70,9 @@ def card_metadata(
     meta["library_name"] = "transformers"
     meta["pipeline_tag"] = "text-generation"
     tags = ["sakura"]
-    if merges:
-        tags += ["merge", "mergekit"]
-        tags += [m for m in ((s.get("options") or {}).get("merge_method") for s in merges) if isinstance(m, str)]
+    for merge in merges:
+        method = (merge.get("options") or {}).get("merge_method")
+        tags += ["merge"] + (["mergekit"] if is_mergekit_method(merge) else []) + ([method] if isinstance(method, str) else [])
     for stage in trains:
         options = stage.get("options") or {}
         if options.get("trainer"):
@@ -137,6 +137,7 @@ def render_card(
     description: str = "",
     dataset_stats: dict[str, dict[str, Any]] | None = None,
     recipe_dir: Path | None = None,
+    published_by: list[dict[str, Any]] = (),  # type: ignore[assignment]
 ) -> str:
     import yaml
 
@@ -164,6 +165,7 @@ def render_card(
         elif kind not in ("model", None):
             parts.append(_generic_section(entry))
     parts.append(_load_section(load_reference))
+    parts.append(_made_with_section(plugins_of(lineage, list(published_by))))
     parts.append(f"## Recipe\n\n```toml\n{recipe_text.rstrip()}\n```\n")
     parts.append(f"Model artifact fingerprint: `{fingerprint}`.\n")
     return "\n".join(p for p in parts if p)
@@ -227,10 +229,42 @@ def _yaml_block(value: Any) -> str:
     return "```yaml\n" + text.rstrip() + "\n```\n"
 
 
+def is_mergekit_method(merge: dict[str, Any]) -> bool:
+    """Whether a merge stage's method is mergekit's (ported or bridged) rather than a plugin's own."""
+    metrics = merge.get("metrics") or {}
+    if "mergekit_method" in metrics:
+        return bool(metrics["mergekit_method"])
+    # an artifact from before the merge stage said so: the built-in plugin held only mergekit's methods
+    method = _method_credit(merge)
+    return method is None or method[0].get("distribution") == "sakura-recipes"
+
+
+def _method_credit(merge: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(plugin, entry) of the merge method a merge stage ran, from its lineage entry."""
+    method = (merge.get("options") or {}).get("merge_method")
+    for plugin in merge.get("plugins") or []:
+        for entry in plugin.get("entries") or []:
+            if entry.get("what") == "merge method" and entry.get("name") == method:
+                return plugin, entry
+    return None
+
+
 def _merge_section(entry: dict[str, Any], lineage: list[dict[str, Any]]) -> str:
     options = dict(entry.get("options") or {})
     method = options.get("merge_method", "?")
-    lines = [f"## Merge (stage `{entry.get('name')}`)\n", f"Merge method: **{method}** (mergekit semantics)."]
+    mergekit = is_mergekit_method(entry)
+    lines = [f"## Merge (stage `{entry.get('name')}`)\n"]
+    if mergekit:
+        lines.append(f"Merge method: **{method}** (mergekit semantics).")
+    else:
+        plugin, credit = _method_credit(entry) or ({}, {})
+        text = f"Merge method: **{method}**, from plugin `{plugin.get('name', '?')}` ({_package(plugin)})"
+        text += f": {credit['description'].rstrip('.')}." if credit.get("description") else "."
+        if credit.get("url"):
+            text += f" See <{credit['url']}>."
+        if credit.get("citation"):
+            text += f" Cite: {credit['citation']}."
+        lines.append(text)
     if options.get("base_model"):
         lines.append(f"Base model: {_model_label(str(options['base_model']), lineage)}.")
     inputs: list[str] = []
@@ -247,7 +281,12 @@ def _merge_section(entry: dict[str, Any], lineage: list[dict[str, Any]]) -> str:
     numbers = _numeric(entry.get("metrics"))
     if numbers:
         lines.append("Merge metrics: " + ", ".join(f"{k} = {_fmt(v)}" for k, v in numbers.items()) + ".")
-    lines.append("\nConfiguration:\n")
+    if mergekit:
+        lines.append("\nConfiguration (mergekit's keys):\n")
+    else:
+        package = _method_credit(entry)
+        needs = f" with {_package(package[0])} installed" if package else ""
+        lines.append(f"\nConfiguration (a sakura merge table: mergekit does not know this method; `sakura merge` runs it{needs}):\n")
     lines.append(_yaml_block(options))
     return "\n".join(lines)
 
@@ -337,6 +376,40 @@ def _eval_section(entry: dict[str, Any]) -> str:
     for task, values in per_task.items():
         for k, v in _numeric(values).items():
             lines.append(f"| {task} | {k} | {_fmt(v)} |")
+    return "\n".join(lines) + "\n"
+
+
+def plugins_of(lineage: list[dict[str, Any]], published_by: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every plugin that made a stage of the lineage or published it, once each (by name and code), with all
+    it provided."""
+    found: dict[tuple[Any, Any], dict[str, Any]] = {}
+    for credits in [*(stage.get("plugins") or [] for stage in lineage), published_by]:
+        for plugin in credits:
+            key = (plugin.get("name"), plugin.get("code"))
+            known = found.setdefault(key, {**plugin, "provides": [], "entries": []})
+            for what in plugin.get("provides") or []:
+                if what not in known["provides"]:
+                    known["provides"].append(what)
+            for entry in plugin.get("entries") or []:
+                if entry not in known["entries"]:
+                    known["entries"].append(entry)
+    return list(found.values())
+
+
+def _package(plugin: dict[str, Any]) -> str:
+    if plugin.get("distribution"):
+        return f"{plugin['distribution']} {plugin.get('version', '?')}"
+    return str(plugin.get("origin") or "a local plugin file")
+
+
+def _made_with_section(plugins: list[dict[str, Any]]) -> str:
+    """The plugin packages (and their code) that made this model: what reproducing it needs installed."""
+    if not plugins:
+        return ""
+    lines = ["## Made with\n", "| plugin | package | code | provides |", "|---|---|---|---|"]
+    for plugin in plugins:
+        code = str(plugin.get("code") or "")[:12]
+        lines.append(f"| `{plugin.get('name')}` | {_package(plugin)} | `{code}` | {', '.join(plugin.get('provides') or [])} |")
     return "\n".join(lines) + "\n"
 
 

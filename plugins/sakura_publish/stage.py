@@ -134,6 +134,7 @@ class PublishStage(StageKind):
             card_options=options,
             store_root=ctx.store.root,
             recipe_dir=ctx.recipe_dir,
+            published_by=ctx.credits,
         )
         env = PublishEnv(recipe_dir=ctx.recipe_dir, log=ctx.log, progress=ctx.progress)
         record = publisher.run(bundle, popts, env)
@@ -167,11 +168,12 @@ def build_bundle(
     card_options: Any = None,
     store_root: Path | None = None,
     recipe_dir: Path | None = None,
+    published_by: list[dict[str, Any]] | None = None,
 ) -> Bundle:
     """Write the card, lineage file and recipe copy into ``out_dir``; return every file to publish."""
     from sakura_core import __version__
     from sakura_core.hashing import hash_file
-    from sakura_publish.card import render_card
+    from sakura_publish.card import plugins_of, render_card
 
     check_model_artifact(model_dir)
     files = model_files(model_dir)
@@ -183,6 +185,8 @@ def build_bundle(
         "model": {"name": model_name, "fingerprint": model_fingerprint},
         "files": {name: {"sha256": hash_file(path), "size": path.stat().st_size} for name, path in files.items()},
         "lineage": lineage,
+        # every plugin distribution that made a stage of the lineage, or published it: name, version, code hash
+        "plugins": plugins_of(lineage, published_by or []),
     }
     (out_dir / LINEAGE_FILE).write_text(json.dumps(lineage_doc, indent=2, sort_keys=True, default=str) + "\n")
     (out_dir / RECIPE_FILE).write_text(recipe_text)
@@ -199,6 +203,7 @@ def build_bundle(
         description=getattr(card_options, "description", "") or "",
         dataset_stats=dataset_stats(store_root, lineage) if store_root else None,
         recipe_dir=recipe_dir,
+        published_by=published_by or [],
     )
     (out_dir / CARD_FILE).write_text(card)
     for name in (CARD_FILE, LINEAGE_FILE, RECIPE_FILE):
