@@ -136,7 +136,13 @@ def load_recipe(
     file = path.name
     if not path.is_file():
         raise RecipeError("recipe file not found", file=str(path))
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RecipeError(f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}): save it as UTF-8",
+                          file=file) from None
+    except OSError as exc:
+        raise RecipeError(f"cannot read the recipe: {exc.strerror or exc}", file=str(path)) from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -160,6 +166,10 @@ def validate_recipe(
         expected = TOP_LEVEL_KEYS[key]
         if not isinstance(value, expected):
             raise RecipeError(f"must be a {_type_word(expected)}", file=file, key=key)
+    name = data.get("name", path.stem)
+    if not _usable_name(name):
+        raise RecipeError(f"must be a name, not a path: no '/', '\\', '..', control characters or an empty name (got {name!r})",
+                          file=file, key="name")
     stages_raw = data.get("stages", {})
     if not stages_raw:
         raise RecipeError("the recipe has no stages (add a [stages.NAME] table)", file=file, key="stages")
@@ -195,13 +205,18 @@ def validate_recipe(
     return Recipe(
         path=path,
         text=text,
-        name=data.get("name", path.stem),
+        name=name,
         description=data.get("description", ""),
         store_dir=store_dir,
         models=models,
         stages=stages,
         plugins=plugins,
     )
+
+
+def _usable_name(name: str) -> bool:
+    """The recipe's name names run records in the store and model cards: no path, no control characters."""
+    return bool(name.strip()) and name not in (".", "..") and not any(c in name for c in "/\\") and name.isprintable()
 
 
 # -- models ----------------------------------------------------------------------------------------
@@ -261,6 +276,8 @@ def _parse_stage(name: str, table: Any, env: CheckEnv, file: str) -> Stage:
     kinds = env.plugins.stage_kinds
     if kind_name is None:
         raise RecipeError(f"missing 'kind' (one of: {', '.join(kinds.names())})", file=file, key=prefix)
+    if not isinstance(kind_name, str):
+        raise RecipeError(f"must be a string, one of: {', '.join(kinds.names())}", file=file, key=f"{prefix}.kind")
     if kind_name not in kinds:
         raise RecipeError(
             f"unknown stage kind {kind_name!r}{did_you_mean(str(kind_name), kinds.names())}",

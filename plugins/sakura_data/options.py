@@ -79,7 +79,7 @@ class DatasetOptions(Options):
     test_size: float | int | None = None
     """Size of a ``test`` split taken from the mixed rows: a fraction (``0.1``) or a number of rows (``500``);
     unset: only a ``train`` split."""
-    num_proc: int | None = None
+    num_proc: int | None = Field(None, ge=1, le=512)
     """Worker processes that map a source's rows; unset: 2 (at most the CPU count) for a source of 20,000 rows
     or more, else 1."""
     batch_size: int = Field(1000, ge=1)

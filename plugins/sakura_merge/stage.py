@@ -25,9 +25,11 @@ def check_config(config: MergeConfig, methods: Any, env: Any = None) -> None:
     if config.engine == "native" and not method.native:
         raise OptionError("engine", f"{name} has no native implementation; use engine = \"auto\" or \"mergekit\"")
     try:
-        parse_size(config.shard_size)
+        shard_bytes = parse_size(config.shard_size)
     except ValueError as exc:
         raise OptionError("shard_size", str(exc)) from None
+    if shard_bytes <= 0:
+        raise OptionError("shard_size", f"must be positive, e.g. 5GB (got {config.shard_size!r})")
     if not DEVICE_RE.match(config.device):
         raise OptionError("device", f"expected auto, cpu, cuda or cuda:N (got {config.device!r})")
     for i, slice_ in enumerate(config.slices or []):

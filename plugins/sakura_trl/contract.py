@@ -16,6 +16,7 @@ This module imports no trl or torch.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -105,6 +106,9 @@ class Trainer(Implementation):
                 shown = [k for k in kinds if not (k == "int" and "float" in kinds)]
                 wanted = " or ".join(_WORDS.get(k, k) for k in shown)
                 raise OptionError(path, f"must be {wanted} (got {value!r})")
+        for name, value in options.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise OptionError(f"{key}.{name}", f"must be a finite number (got {value!r})")
         lr = options.get("learning_rate")
         if lr is not None and lr <= 0:
             raise OptionError(f"{key}.learning_rate", f"must be positive (got {lr!r})")
