@@ -77,12 +77,42 @@ class Reference:
 @functools.lru_cache(maxsize=None)
 def attribute_docstrings(cls: type) -> dict[str, str]:
     """``{attribute: docstring}`` for the string literals right under a class's attribute assignments."""
+    module = sys.modules.get(cls.__module__)
+    file = getattr(module, "__file__", None)
+    if not file or "<locals>" in cls.__qualname__:  # built with create_model, defined in a function: no source
+        return _docstrings_in_source(cls)
+    return _module_docstrings(file).get(cls.__qualname__, {})
+
+
+@functools.lru_cache(maxsize=None)
+def _module_docstrings(file: str) -> dict[str, dict[str, str]]:
+    """Every class of a module, by qualified name -> its attribute docstrings; one parse per file (much
+    cheaper than ``inspect.getsource`` per class, which rescans the file each time)."""
     try:
-        source = textwrap.dedent(inspect.getsource(cls))
-        tree = ast.parse(source)
-    except (OSError, TypeError, SyntaxError):  # built with create_model, or no source at hand
+        tree = ast.parse(Path(file).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, UnicodeDecodeError):
         return {}
-    body = next((node.body for node in tree.body if isinstance(node, ast.ClassDef)), [])
+    found: dict[str, dict[str, str]] = {}
+
+    def walk(body: list[ast.stmt], prefix: str) -> None:
+        for node in body:
+            if isinstance(node, ast.ClassDef):
+                found[prefix + node.name] = _class_docstrings(node.body)
+                walk(node.body, f"{prefix}{node.name}.")
+
+    walk(tree.body, "")
+    return found
+
+
+def _docstrings_in_source(cls: type) -> dict[str, str]:
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError, SyntaxError):
+        return {}
+    return _class_docstrings(next((node.body for node in tree.body if isinstance(node, ast.ClassDef)), []))
+
+
+def _class_docstrings(body: list[ast.stmt]) -> dict[str, str]:
     docs = {}
     for stmt, after in zip(body, body[1:]):
         target = stmt.target if isinstance(stmt, ast.AnnAssign) else (
