@@ -166,10 +166,10 @@ def validate_recipe(
         expected = TOP_LEVEL_KEYS[key]
         if not isinstance(value, expected):
             raise RecipeError(f"must be a {_type_word(expected)}", file=file, key=key)
-    name = data.get("name", path.stem)
-    if not _usable_name(name):
-        raise RecipeError(f"must be a name, not a path: no '/', '\\', '..', control characters or an empty name (got {name!r})",
-                          file=file, key="name")
+    recipe_name = data.get("name", path.stem)
+    if not _usable_name(recipe_name):
+        raise RecipeError("must be a name, not a path: no '/', '\\', '..', control characters or an empty name "
+                          f"(got {recipe_name!r})", file=file, key="name")
     stages_raw = data.get("stages", {})
     if not stages_raw:
         raise RecipeError("the recipe has no stages (add a [stages.NAME] table)", file=file, key="stages")
@@ -205,7 +205,7 @@ def validate_recipe(
     return Recipe(
         path=path,
         text=text,
-        name=name,
+        name=recipe_name,
         description=data.get("description", ""),
         store_dir=store_dir,
         models=models,

@@ -215,6 +215,7 @@ def test_manifest_records_lineage(write_recipe):
     assert [e["name"] for e in manifest["lineage"]] == ["base", "a", "b"]
     assert manifest["lineage"][0]["source"] == "tiny"
     assert manifest["recipe"]["text"] == path.read_text()
+    assert manifest["recipe"]["name"] == "chain" == result.recipe.name
     plugin = manifest["plugins"][0]
     assert (plugin["name"], plugin["distribution"], plugin["provides"]) == ("echo_plugin", None, ["stage kind echo"])
     assert plugin["origin"] == f"file {path.parent / 'echo_plugin.py'}" and len(plugin["code"]) == 32
