@@ -197,6 +197,7 @@ def validate_recipe(
 
     env = CheckEnv(plugins=plugins, recipe_dir=path.parent, names=names)
     stages = {name: _parse_stage(name, table, env, file) for name, table in stages_raw.items()}
+    stages = _resolve_stages(stages, env, file)
     _check_cycles(stages, file)
 
     store_dir = Path(store or os.environ.get("SAKURA_STORE") or data.get("store") or ".sakura")
@@ -292,17 +293,37 @@ def _parse_stage(name: str, table: Any, env: CheckEnv, file: str) -> Stage:
         raise RecipeError(exc.detail, file=file, key=join_key(prefix, exc.key)) from None
     except PluginError as exc:
         raise RecipeError(str(exc), file=file, key=prefix) from None
+    return Stage(name=name, kind_name=kind_name, kind=kind, options=options, references=_references(name, kind, options, env, file))
+
+
+def _references(name: str, kind: StageKind, options: Any, env: CheckEnv, file: str) -> dict[str, str]:
     references = kind.references(options)
     for key, target in references.items():
         if target == name:
-            raise RecipeError("a stage cannot read its own output", file=file, key=join_key(prefix, key))
+            raise RecipeError("a stage cannot read its own output", file=file, key=join_key(f"stages.{name}", key))
         if target not in env.names:
             raise RecipeError(
                 f"no stage or model named {target!r}{did_you_mean(target, env.names)}",
                 file=file,
-                key=join_key(prefix, key),
+                key=join_key(f"stages.{name}", key),
             )
-    return Stage(name=name, kind_name=kind_name, kind=kind, options=options, references=references)
+    return references
+
+
+def _resolve_stages(stages: dict[str, Stage], env: CheckEnv, file: str) -> dict[str, Stage]:
+    """Second pass, once every stage is parsed: defaults that depend on other stages (an eval stage's
+    reference model is the model its train stage started from)."""
+    whole = CheckEnv(plugins=env.plugins, recipe_dir=env.recipe_dir, names=env.names, stages=dict(stages))
+    resolved = {}
+    for name, stage in stages.items():
+        try:
+            options = stage.kind.resolve(stage.options, whole)
+        except OptionError as exc:
+            raise RecipeError(exc.detail, file=file, key=join_key(f"stages.{name}", exc.key)) from None
+        if options is not stage.options:
+            stage = Stage(name, stage.kind_name, stage.kind, options, _references(name, stage.kind, options, env, file))
+        resolved[name] = stage
+    return resolved
 
 
 def _check_cycles(stages: dict[str, Stage], file: str) -> None:

@@ -27,6 +27,7 @@ class CheckEnv:
     plugins: Plugins
     recipe_dir: Path
     names: set[str]  # every stage name and model alias of the recipe
+    stages: dict[str, Any] = field(default_factory=dict)  # name -> the recipe's parsed Stage (in resolve only)
 
 
 class StageKind(Implementation):
@@ -50,6 +51,12 @@ class StageKind(Implementation):
 
         Raise ``OptionError(key, message)`` with ``key`` relative to the stage table.
         """
+
+    def resolve(self, options: Any, env: CheckEnv) -> Any:
+        """Fill in what depends on the rest of the recipe, once every stage is parsed: ``env.stages`` maps each
+        stage name to its parsed stage (``kind_name``, ``options``, ``references``). Return the options, or a
+        copy with the defaults filled (``options.model_copy(update=...)``); the references are read again."""
+        return options
 
     def external_inputs(self, options: Any, env: CheckEnv) -> dict[str, Any]:
         """Fingerprint material for inputs outside the store (local data files by content, Hub revisions)."""
