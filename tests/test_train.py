@@ -183,7 +183,7 @@ def test_reference_cache_is_computed_once_and_reused(tmp_path, monkeypatch):
 def test_killed_training_resumes_from_last_checkpoint(tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
-    from sakura_trl.run import SakuraCallback
+    from sakura_trl.metrics import SakuraCallback
 
     body = DPO.replace("max_steps = 3", "max_steps = 4, save_steps = 1")
     path = write_recipe(tmp_path, body)
@@ -222,7 +222,7 @@ def test_killed_training_resumes_from_last_checkpoint(tmp_path, monkeypatch):
 
 def test_max_lengths_reach_the_trainer(tmp_path):
     from sakura_trl.options import TrainOptions
-    from sakura_trl.run import build_config
+    from sakura_trl.config import build_config
     from sakura_trl.trainers import DPO as DPO_TRAINER
     from sakura_trl.trainers import SFT as SFT_TRAINER
 

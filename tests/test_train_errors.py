@@ -115,7 +115,7 @@ def test_out_of_memory_says_which_settings_to_change():
     import torch
 
     from sakura_trl.options import TrainOptions
-    from sakura_trl.run import oom_guard
+    from sakura_trl.oom import oom_guard
 
     options = TrainOptions(model="m", dataset="d", args={"per_device_train_batch_size": 16})
     with pytest.raises(StageError) as err:
