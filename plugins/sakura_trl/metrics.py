@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from transformers import TrainerCallback
+
 from sakura_core.errors import StageError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -72,13 +74,7 @@ def peak_memory_gib() -> tuple[float, str]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, "process peak RSS"
 
 
-def _make_callback_base() -> type:
-    from transformers import TrainerCallback
-
-    return TrainerCallback
-
-
-class SakuraCallback(_make_callback_base()):  # type: ignore[misc]
+class SakuraCallback(TrainerCallback):
     """Progress bar, live metrics and the summary the stage returns."""
 
     def __init__(self, report: Report, args: Any, model: Any, lora: bool, ref_cached: bool):

@@ -30,13 +30,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 class Report:
     """Where a training run reports to: the stage context (``worker.WorkerReport`` under a launcher)."""
 
-    def __init__(self, ctx: StageContext | None = None):
+    def __init__(self, ctx: StageContext):
         self.ctx = ctx
-        self.task = None
+        self.task: Any = None
 
     def start(self, description: str, total: int) -> None:
-        if self.ctx is not None:
-            self.task = self.ctx.progress(description, total=total, unit="steps")
+        self.task = self.ctx.progress(description, total=total, unit="steps")
 
     def step(self, done: int) -> None:
         if self.task is not None:
@@ -48,12 +47,10 @@ class Report:
             self.task = None
 
     def metric(self, **values: Any) -> None:
-        if self.ctx is not None:
-            self.ctx.metric(**values)
+        self.ctx.metric(**values)
 
     def log(self, message: str) -> None:
-        if self.ctx is not None:
-            self.ctx.log(message)
+        self.ctx.log(message)
 
 
 def run_stage(ctx: StageContext) -> dict[str, Any]:
@@ -65,14 +62,12 @@ def run_stage(ctx: StageContext) -> dict[str, Any]:
         "options": options.model_dump(mode="json"),
         "model_path": str(model_in.path),
         "model_fingerprint": model_in.fingerprint,
-        "dataset_path": str(data_in.path),
         "dataset_copy": str(working_copy(data_in.path, ctx.work_dir)),
         "dataset_fingerprint": data_in.fingerprint,
         "dataset_max_length": dataset_max_length(data_in.path),
         "output_dir": str(ctx.output_dir),
         "work_dir": str(ctx.work_dir),
         "store_root": str(ctx.store.root),
-        "recipe_dir": str(ctx.recipe_dir),
         "plugin_files": [info.origin[5:] for info in ctx.plugins.infos.values() if info.origin.startswith("file ")],
     }
     if options.launcher is not None and (options.launcher.num_processes > 1 or options.launcher.config_file):
@@ -84,7 +79,7 @@ def run_stage(ctx: StageContext) -> dict[str, Any]:
 
 
 # -- the training run ------------------------------------------------------------------------------
-def train(spec: dict[str, Any], trainer_def: Any, report: Report, extra_callbacks: list | None = None) -> dict[str, Any]:
+def train(spec: dict[str, Any], trainer_def: Any, report: Report) -> dict[str, Any]:
     import torch
 
     from sakura_trl.options import TrainOptions
@@ -113,7 +108,7 @@ def train(spec: dict[str, Any], trainer_def: Any, report: Report, extra_callback
     callback = SakuraCallback(report, args, model, lora=peft_config is not None, ref_cached=cache is not None)
     kwargs = dict(
         model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
-        peft_config=peft_config, callbacks=[callback, *(extra_callbacks or [])],
+        peft_config=peft_config, callbacks=[callback],
     )
     if trainer_def.preference:
         kwargs["ref_model"] = None

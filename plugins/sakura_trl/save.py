@@ -13,7 +13,9 @@ def save_artifact(trainer: Any, tokenizer: Any, output_dir: Path, lora: bool) ->
         model.save_pretrained(output_dir / "adapter", safe_serialization=True)
         tokenizer.save_pretrained(output_dir / "adapter")
         model = model.merge_and_unload()
-    _strip_trl_patches(model)
+    if hasattr(model.config, "use_cache"):
+        # transformers' Trainer sets it to args.use_cache (False) for training; the saved model is for generation
+        model.config.use_cache = True
     model.save_pretrained(output_dir, safe_serialization=True, max_shard_size="2GB")
     tokenizer.save_pretrained(output_dir)
     for junk in ("README.md", "training_args.bin"):
@@ -21,9 +23,3 @@ def save_artifact(trainer: Any, tokenizer: Any, output_dir: Path, lora: bool) ->
         if path.exists():
             path.unlink()
 
-
-def _strip_trl_patches(model: Any) -> None:
-    """trl tags the config with its own fields; keep the saved config a plain transformers one."""
-    for name in ("use_cache",):
-        if hasattr(model.config, name):
-            model.config.use_cache = True
