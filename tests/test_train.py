@@ -106,6 +106,11 @@ def test_dpo_lora_through_engine(tmp_path):
         assert isinstance(m[key], (int, float)), key
     manifest = json.loads((art / "sakura-artifact.json").read_text())
     assert manifest["metrics"]["steps"] == 3
+    # What trl's DPOConfig received, recorded in the artifact and in the metrics, with the optimizer that ran.
+    recorded = json.loads((art / "trainer_config.json").read_text())
+    assert recorded == m["trainer_config"] and recorded["beta"] == 0.1 and recorded["max_length"] == 128
+    assert recorded["optim"] and "output_dir" not in recorded
+    assert m["trainer_config_recipe"]["learning_rate"] == 1e-3
     # The merged weights differ from the base model: the adapter trained and was merged.
     base = AutoModelForCausalLM.from_pretrained(_base_path(result))
     q_base = base.model.layers[0].self_attn.q_proj.weight
@@ -221,21 +226,25 @@ def test_killed_training_resumes_from_last_checkpoint(tmp_path, monkeypatch):
 
 
 def test_max_lengths_reach_the_trainer(tmp_path):
+    from sakura_trl.config import build_config, resolve_args
     from sakura_trl.options import TrainOptions
-    from sakura_trl.config import build_config
     from sakura_trl.trainers import DPO as DPO_TRAINER
     from sakura_trl.trainers import SFT as SFT_TRAINER
 
+    def config(trainer, options, has_eval=False, data_max_length=None):
+        values = resolve_args(trainer, options, cuda=False, data_max_length=data_max_length, has_eval=has_eval)
+        return build_config(trainer, values, tmp_path)
+
     opts = TrainOptions(model="m", dataset="d", args={"max_length": 77, "truncation_mode": "keep_start"})
-    assert build_config(DPO_TRAINER, opts, tmp_path, False).max_length == 77
-    assert build_config(SFT_TRAINER, opts, tmp_path, False).max_length == 77
+    assert config(DPO_TRAINER, opts).max_length == 77
+    assert config(SFT_TRAINER, opts).max_length == 77
     # No args.max_length: the limit the dataset stage filtered with, not trl's default of 1024.
     bare = TrainOptions(model="m", dataset="d")
-    assert build_config(DPO_TRAINER, bare, tmp_path, False, data_max_length=300).max_length == 300
-    assert build_config(DPO_TRAINER, opts, tmp_path, False, data_max_length=300).max_length == 77
+    assert config(DPO_TRAINER, bare, data_max_length=300).max_length == 300
+    assert config(DPO_TRAINER, opts, data_max_length=300).max_length == 77
     # A named eval split is evaluated (each epoch) unless args.eval_strategy says otherwise.
-    assert build_config(DPO_TRAINER, bare, tmp_path, True).eval_strategy == "epoch"
-    assert build_config(DPO_TRAINER, bare, tmp_path, False).eval_strategy == "no"
+    assert config(DPO_TRAINER, bare, has_eval=True).eval_strategy == "epoch"
+    assert config(DPO_TRAINER, bare).eval_strategy == "no"
 
     # Through the engine: every step's sequences are cut to max_length (2 pairs x 2 sequences x 60 tokens).
     long = run(write_recipe(tmp_path, DPO), ["stages.dpo.args.max_length=60"])
@@ -245,6 +254,50 @@ def test_max_lengths_reach_the_trainer(tmp_path):
     assert max(per_step) <= 2 * 2 * 60
     full = run(write_recipe(tmp_path, DPO), ["stages.dpo.args.max_length=128"], only=["data", "dpo"])
     assert full.outcome("dpo").metrics["tokens"] > long.outcome("dpo").metrics["tokens"]
+
+
+
+def test_one_resolved_configuration_for_trl_the_plan_and_the_artifact(tmp_path, monkeypatch):
+    """resolve_args is the one place the trainer configuration is made: build_config hands trl exactly its
+    values, and the plan's estimate sizes the same configuration for a CUDA GPU."""
+    import sakura_trl.config as trl_config
+    from sakura_core.plugins import Plugins
+    from sakura_core.stage import CheckEnv
+    from sakura_trl.options import TrainOptions
+    from sakura_trl.stage import TrainStage
+    from sakura_trl.trainers import DPO as DPO_TRAINER
+
+    options = TrainOptions(model="m", dataset="d", eval_split="test", lora={"r": 4}, args={
+        "gradient_checkpointing": True, "optim": "paged_adamw_32bit", "per_device_train_batch_size": 2})
+    values = trl_config.resolve_args(DPO_TRAINER, options, cuda=False, data_max_length=300, has_eval=True)
+    assert "gradient_checkpointing" not in values and values["activation_checkpointing"] is True
+    assert values["optim"] == "adamw_torch"  # paged_adamw_32bit needs CUDA and bitsandbytes
+    assert values["use_cpu"] is True and values["bf16"] is False and values["max_length"] == 300
+    assert values["precompute_ref_batch_size"] == 4 and values["precompute_ref_log_probs"] is True
+    assert values["eval_strategy"] == "epoch"
+    built = trl_config.build_config(DPO_TRAINER, values, tmp_path)
+    for key, value in values.items():
+        got = getattr(built, key)
+        got = getattr(got, "value", got)  # transformers' enums (optim, eval_strategy, save_strategy)
+        assert got == ([] if key == "report_to" and value == "none" else value), key  # "none" becomes []
+
+    on_gpu = trl_config.resolve_args(DPO_TRAINER, options, cuda=True, data_max_length=300, has_eval=True)
+    assert on_gpu["bf16"] is True and "use_cpu" not in on_gpu and on_gpu["dataloader_pin_memory"] is True
+    calls, real = [], trl_config.resolve_args
+
+    def recorded(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trl_config, "resolve_args", recorded)
+    config = {"model_type": "llama", "vocab_size": 500, "hidden_size": 64, "intermediate_size": 128,
+              "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "dtype": "bfloat16"}
+    env = CheckEnv(plugins=Plugins(), recipe_dir=tmp_path, names={"m", "d"})
+    found = TrainStage().estimate(options, {"m": {"config": config}, "d": {"max_length": 300}}, env)
+    assert calls == [{"cuda": True, "data_max_length": 300, "has_eval": True}]
+    assert found.notes[0].startswith("4 sequences x 300 tokens")  # 2 pairs of the resolved batch, at its max_length
+    assert any("gradient checkpointing" in note for note in found.notes)  # the renamed key reached the estimate
+    assert any("reference log-probs: a pass of their own" in note for note in found.notes)
 
 
 SFT = '''

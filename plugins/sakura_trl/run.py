@@ -15,7 +15,9 @@ from typing import Any
 
 from sakura_core.errors import StageError
 from sakura_core.stage import StageContext
-from sakura_trl.config import build_config, check_max_lengths
+from sakura_trl.config import (
+    build_config, caches_reference, check_max_lengths, recipe_args, resolve_args, trainer_config,
+)
 from sakura_trl.contract import TrainJob
 from sakura_trl.data import dataset_max_length, load_splits, working_copy
 from sakura_trl.metrics import SakuraCallback, tensorboard_dir, thin_log
@@ -89,20 +91,21 @@ def train(spec: dict[str, Any], trainer_def: Any, report: Report) -> dict[str, A
     work_dir = Path(spec["work_dir"])
     tokenizer = load_tokenizer(Path(spec["model_path"]), options.chat_template)
     train_ds, eval_ds = load_splits(Path(spec["dataset_copy"]), options, trainer_def)
-    args = build_config(trainer_def, options, work_dir / "checkpoints", eval_ds is not None, spec.get("dataset_max_length"))
-    wanted, used = options.args.get("optim"), getattr(args.optim, "value", args.optim)
-    if wanted is not None and wanted != used:
-        report.log(f"optim {wanted} needs CUDA and bitsandbytes; using {used}, the same update")
+    cuda = torch.cuda.is_available()
+    values = resolve_args(trainer_def, options, cuda=cuda, bf16=cuda and torch.cuda.is_bf16_supported(),
+                          data_max_length=spec.get("dataset_max_length"), has_eval=eval_ds is not None)
+    args = build_config(trainer_def, values, work_dir / "checkpoints")
+    wanted = options.args.get("optim")
+    if wanted is not None and wanted != values["optim"]:
+        report.log(f"optim {wanted} needs CUDA and bitsandbytes; using {values['optim']}, the same update")
     tb_dir = tensorboard_dir(args, work_dir)
     model = load_model(Path(spec["model_path"]), options, args)
     peft_config = lora_config(options)
 
     cache = None
-    if (trainer_def.preference and options.ref_cache and options.args.get("precompute_ref_log_probs", True)
-            and not options.args.get("sync_ref_model")):  # a synced reference changes during training
+    if caches_reference(trainer_def, options):
         from sakura_trl.refcache import RefCache
 
-        args.precompute_ref_log_probs = True
         cache = RefCache.for_run(spec, options, args, tokenizer, model)
 
     callback = SakuraCallback(report, args, model, lora=peft_config is not None, ref_cached=cache is not None)
@@ -133,8 +136,12 @@ def train(spec: dict[str, Any], trainer_def: Any, report: Report) -> dict[str, A
     metrics = callback.summary()
     if cache is not None:
         metrics.update(cache.summary())
+    metrics["trainer_config"] = trainer_config(values, args)
+    # The recipe's own values under the config's names: the model card marks them apart from the defaults.
+    metrics["trainer_config_recipe"] = recipe_args(options)
     if trainer.accelerator.is_main_process:
         save_artifact(trainer, tokenizer, output_dir, peft_config is not None)
+        (output_dir / "trainer_config.json").write_text(json.dumps(metrics["trainer_config"], indent=2) + "\n")
         (output_dir / "train_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         if tb_dir is not None:
             shutil.copytree(tb_dir, output_dir / "tensorboard")
