@@ -185,6 +185,45 @@ def test_reference_cache_is_computed_once_and_reused(tmp_path, monkeypatch):
     assert other.ok and not other.outcome("dpo").metrics["ref_cache_hit"] and calls
 
 
+def test_reference_cache_follows_the_bytes_of_a_rebuilt_input(tmp_path):
+    """--force rebuilds the data stage under the same fingerprint with other rows (its plugin reads a file the
+    fingerprint does not cover): the DPO stage runs again and must not reuse the old rows' reference log-probs."""
+    path = write_recipe(tmp_path, DPO.replace("max_steps = 3", "max_steps = 1"))
+    plugin = tmp_path / "prefs_plugin.py"
+    plugin.write_text(plugin.read_text().replace('"You are helpful."', '(ctx.recipe_dir / "system.txt").read_text()'))
+    (tmp_path / "system.txt").write_text("You are helpful.")
+    first = run(path)
+    assert first.ok, first.error
+    (tmp_path / "system.txt").write_text("You answer in one short sentence, always.")
+    again = run(path, force=["data"])
+    assert again.ok, again.error
+    assert again.plan.stages["data"].fingerprint == first.plan.stages["data"].fingerprint
+    assert again.outcome("dpo").status == "ran"  # the engine saw the data's new bytes
+    before, after = first.outcome("dpo").metrics, again.outcome("dpo").metrics
+    assert after["ref_cache"] != before["ref_cache"] and not after["ref_cache_hit"]
+    assert after["ref_forward_splits"] == ["train"]
+
+
+def test_reference_cache_key_is_the_inputs_content_not_their_fingerprints():
+    from types import SimpleNamespace
+
+    from sakura_trl.options import TrainOptions
+    from sakura_trl.refcache import RefCache
+
+    options = TrainOptions(model="m", dataset="d")
+    args = SimpleNamespace(max_length=128, truncation_mode="keep_end", ld_alpha=None, bf16=False, fp16=False)
+    tokenizer, model = SimpleNamespace(chat_template="{{ x }}"), SimpleNamespace(dtype="torch.float32")
+    spec = {"store_root": "/nowhere", "model_fingerprint": "m-fp", "dataset_fingerprint": "d-fp",
+            "model_digest": "m-1", "dataset_digest": "d-1"}
+
+    def key(**changes):
+        return RefCache.for_run({**spec, **changes}, options, args, tokenizer, model).key
+
+    assert key() == key(model_fingerprint="other", dataset_fingerprint="other")  # the same bytes
+    assert key(model_digest="m-2") != key() and key(dataset_digest="d-2") != key()  # rebuilt with other bytes
+    assert RefCache.for_run(spec, options, args, tokenizer, model).kept_with == ["m-fp", "d-fp"]  # cache gc
+
+
 def test_killed_training_resumes_from_last_checkpoint(tmp_path, monkeypatch):
     from safetensors.torch import load_file
 

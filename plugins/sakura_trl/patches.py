@@ -48,7 +48,7 @@ def trainer_class(trainer_def: Any, cache: Any) -> type:
 
 class reference_hash:
     """trl hashes every reference weight to name its own datasets cache file; sakura's cache key already
-    identifies the reference (the input model's fingerprint), so use it and skip a pass over the weights."""
+    identifies the reference (the input model's content digest), so use it and skip a pass over the weights."""
 
     def __init__(self, cache: Any):
         self.cache = cache

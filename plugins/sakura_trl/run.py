@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sakura_core.errors import StageError
-from sakura_core.stage import StageContext
+from sakura_core.stage import InputArtifact, StageContext
 from sakura_trl.config import (
     build_config, caches_reference, check_max_lengths, recipe_args, resolve_args, trainer_config,
 )
@@ -64,8 +64,10 @@ def run_stage(ctx: StageContext) -> dict[str, Any]:
         "options": options.model_dump(mode="json"),
         "model_path": str(model_in.path),
         "model_fingerprint": model_in.fingerprint,
+        "model_digest": content_of(model_in),
         "dataset_copy": str(working_copy(data_in.path, ctx.work_dir)),
         "dataset_fingerprint": data_in.fingerprint,
+        "dataset_digest": content_of(data_in),
         "dataset_max_length": dataset_max_length(data_in.path),
         "output_dir": str(ctx.output_dir),
         "work_dir": str(ctx.work_dir),
@@ -78,6 +80,13 @@ def run_stage(ctx: StageContext) -> dict[str, Any]:
         return run_launched(ctx, spec)
     trainer = ctx.plugins.trainers.get(options.trainer)
     return train(spec, trainer, Report(ctx))
+
+
+def content_of(artifact: InputArtifact) -> str:
+    """What an input holds, for the reference cache's key: its content digest (a forced rebuild can put other
+    bytes under the same fingerprint); an artifact written before digests were recorded has only its
+    fingerprint."""
+    return artifact.digest or artifact.fingerprint
 
 
 # -- the training run ------------------------------------------------------------------------------
