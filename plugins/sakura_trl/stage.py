@@ -43,8 +43,10 @@ class TrainStage(StageKind):
         """GPU memory of a step at the recipe's micro batch and max_length (on one CUDA GPU with bf16: the
         configuration ``resolve_args`` gives such a run), and the artifact: the whole model, the adapter and
         the checkpoints."""
-        from sakura_core.estimate import TrainSetup, dtype_bytes, dtype_of, model_bytes, train_estimate
+        from sakura_core.estimate import dtype_bytes, dtype_of
+        from sakura_models.shapes import model_bytes
         from sakura_trl.config import TRL_BATCH_SIZE, resolve_args
+        from sakura_trl.estimate import TrainSetup, train_estimate
 
         config = inputs.get(options.model, {}).get("config")
         if not isinstance(config, dict):
