@@ -24,7 +24,9 @@ RENAMED = {
     "gradient_checkpointing": "activation_checkpointing",
     "gradient_checkpointing_kwargs": "activation_checkpointing_kwargs",
 }
-TRL_BATCH_SIZE = 8  # per_device_train_batch_size when neither the recipe nor the trainer sets it
+# trl's own defaults, for what is not in the resolved values
+TRL_BATCH_SIZE = 8  # per_device_train_batch_size
+TRL_MAX_LENGTH = 1024  # max_length
 
 
 def resolve_args(trainer: Trainer, options: TrainOptions, *, cuda: bool, bf16: bool | None = None,

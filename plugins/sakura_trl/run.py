@@ -135,7 +135,7 @@ def train(spec: dict[str, Any], trainer_def: Any, report: Report) -> dict[str, A
 
     job = TrainJob(trainer_class=trainer_class(trainer_def, cache), kwargs=kwargs, resume_from=last, prepare=prepare)
     try:
-        with oom_guard(options), reference_hash(cache):
+        with oom_guard(options, values), reference_hash(cache):
             trainer = trainer_def.run(job)
     except KeyError as exc:  # trl reading a column the rows do not have
         raise StageError(f"dataset rows lack column {exc} that trainer {options.trainer} needs") from None

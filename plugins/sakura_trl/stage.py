@@ -45,7 +45,7 @@ class TrainStage(StageKind):
         the checkpoints."""
         from sakura_core.estimate import dtype_bytes, dtype_of
         from sakura_models.shapes import model_bytes
-        from sakura_trl.config import TRL_BATCH_SIZE, resolve_args
+        from sakura_trl.config import TRL_BATCH_SIZE, TRL_MAX_LENGTH, resolve_args
         from sakura_trl.estimate import TrainSetup, train_estimate
 
         config = inputs.get(options.model, {}).get("config")
@@ -54,14 +54,17 @@ class TrainStage(StageKind):
         trainer = env.plugins.trainers.get(options.trainer)
         data_max = inputs.get(options.dataset, {}).get("max_length")
         data_max = data_max if isinstance(data_max, int) else None
-        args = resolve_args(trainer, options, cuda=True, data_max_length=data_max, has_eval=options.eval_split is not None)
-        max_length = args.get("max_length", 1024) or config.get("max_position_embeddings") or 1024
+        # plan sizes a GPU run: the configuration such a run gets
+        args = resolve_args(trainer, options, cuda=True, data_max_length=data_max,
+                            has_eval=options.eval_split is not None)
+        max_length = args.get("max_length", TRL_MAX_LENGTH) or config.get("max_position_embeddings") or TRL_MAX_LENGTH
         if data_max is not None:  # the dataset stage dropped longer rows
             max_length = min(max_length, data_max)
         batch = args.get("per_device_train_batch_size", TRL_BATCH_SIZE)
         reference = "none"
         if trainer.preference:
-            reference = "precompute" if args.get("precompute_ref_log_probs") else ("in-step" if options.lora else "model")
+            live = "in-step" if options.lora else "model"  # with LoRA the reference is the policy, adapter off
+            reference = "precompute" if args.get("precompute_ref_log_probs") else live
         compute = "float16" if args.get("fp16") else (None if args.get("bf16") is False else "bfloat16")
         lora = options.lora
         setup = TrainSetup(
