@@ -238,7 +238,7 @@ def _has_liger() -> bool:
 def _result(train_s: float, tokens: float, pairs: int, params: int, live_ref: bool, stage_s: float, **extra) -> dict:
     import torch
 
-    from sakura_trl.run import peak_flops
+    from sakura_trl.metrics import peak_flops
 
     flops, source = peak_flops(seconds=0.5)
     tok_s = tokens / train_s

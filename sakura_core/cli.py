@@ -186,7 +186,8 @@ def plan(recipe: str, overrides, store, as_json: bool) -> None:
         console.print("Estimated from the models' config.json (GPU: PyTorch's peak on one device, without the CUDA context):")
         for line in lines:
             console.print("  " + escape(line), highlight=False)
-    models = [f"{alias} {est.count(m['params'])} params, {est.human(m['bytes'])}" + (" to download" if m["source"] == "hub" else "")
+    models = [f"{alias} {est.count(m['params'])} params, {est.human(m['bytes'])}"
+              + (" to download" if the_plan.sources[alias].model.source.downloads else "")
               for alias, m in estimates.models.items() if m]
     if models:
         console.print("  models: " + escape("; ".join(models)), highlight=False)

@@ -74,7 +74,8 @@ class StageKind(Implementation):
         ``inputs`` maps each name the stage reads to what is known of it without any work: ``config`` (a
         model's config.json as a dict) for models and model-producing stages, ``max_length`` for datasets;
         an empty dict when nothing is known. Return ``sakura_core.estimate.Estimate`` with ``output`` set
-        for the stages downstream. No I/O, no heavy imports; the formulas are in ``sakura_core.estimate``.
+        for the stages downstream. No I/O, no heavy imports; the built-in stages size models with
+        ``sakura_models.shapes``.
         """
         return None
 
@@ -87,6 +88,8 @@ class ModelSource(Implementation):
     """Where a model of the recipe's ``[models]`` table comes from (``tiny``, ``local``, ``hub``, ...)."""
 
     Options: ClassVar[type[Options]]
+    # Whether materializing fetches the weights from elsewhere: ``sakura plan`` says "to download" by their size.
+    downloads: ClassVar[bool] = False
 
     def parse(self, text: str) -> dict[str, Any]:
         """Turn the shorthand after ``name:`` (or the whole string) into an options dict."""
@@ -111,6 +114,11 @@ class ModelSource(Implementation):
     def config(self, options: Any, env: SourceEnv, fingerprint: str) -> dict[str, Any] | None:
         """The model's config.json as a dict, without downloading weights, for ``sakura plan``'s estimates
         (optional; None when unknown). Called after ``fingerprint``."""
+        return None
+
+    def footprint(self, config: dict[str, Any]) -> dict[str, int] | None:
+        """``{"params": parameter count, "bytes": size of the weights}`` of a model with this config, for
+        ``sakura plan``'s model summary (optional; None when the architecture is unknown). No I/O."""
         return None
 
 

@@ -1,4 +1,5 @@
-"""`sakura plan`'s disk and memory estimates (sakura_core/estimate.py), checked against the real thing:
+"""`sakura plan`'s disk and memory estimates (sakura_core/estimate.py, sakura_models/shapes.py,
+sakura_trl/estimate.py), checked against the real thing:
 parameter counts against transformers, LoRA sizes against peft, activations against what autograd keeps,
 merge outputs against a real merge, and the plan's output."""
 
@@ -13,6 +14,8 @@ import pytest
 
 from hub_fixtures import hub  # noqa: F401 - fixture
 from sakura_core import estimate as est
+from sakura_models import shapes
+from sakura_trl import estimate as train_est
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -55,9 +58,9 @@ def test_tiny_model_config_and_parameter_count_match_the_generated_model(options
     for key, value in config.items():
         assert written[key] == value, key
     model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "model")
-    assert est.param_count(config) == numel(model)
+    assert shapes.param_count(config) == numel(model)
     safetensors = sum(p.stat().st_size for p in (tmp_path / "model").glob("*.safetensors"))
-    assert est.model_bytes(config) <= safetensors < est.model_bytes(config) + 64_000  # + the safetensors header
+    assert shapes.model_bytes(config) <= safetensors < shapes.model_bytes(config) + 64_000  # + the safetensors header
 
 
 @pytest.mark.parametrize(
@@ -76,15 +79,15 @@ def test_parameter_count_of_transformers_configs(kind, extra):
         num_key_value_heads=2, **extra,
     )
     model = transformers.AutoModelForCausalLM.from_config(config)
-    assert est.param_count(config.to_dict()) == numel(model)
+    assert shapes.param_count(config.to_dict()) == numel(model)
 
 
 def test_solar_is_10_7b_and_unknown_architectures_have_no_estimate():
-    assert est.param_count(SOLAR) == 10_731_524_096
-    assert est.model_bytes(SOLAR) == 2 * 10_731_524_096  # float16
-    assert est.param_count({**SOLAR, "model_type": "gpt2"}) is None
-    assert est.param_count({"model_type": "llama"}) is None  # fields missing
-    assert est.train_estimate({**SOLAR, "model_type": "mamba"}, est.TrainSetup()) is None
+    assert shapes.param_count(SOLAR) == 10_731_524_096
+    assert shapes.model_bytes(SOLAR) == 2 * 10_731_524_096  # float16
+    assert shapes.param_count({**SOLAR, "model_type": "gpt2"}) is None
+    assert shapes.param_count({"model_type": "llama"}) is None  # fields missing
+    assert train_est.train_estimate({**SOLAR, "model_type": "mamba"}, train_est.TrainSetup()) is None
 
 
 @pytest.mark.parametrize(
@@ -102,7 +105,7 @@ def test_lora_parameter_count_matches_peft(targets, bias):
     model = transformers.AutoModelForCausalLM.from_config(config)
     lora = peft.get_peft_model(model, peft.LoraConfig(r=4, target_modules=targets, bias=bias, task_type="CAUSAL_LM"))
     trainable, _ = lora.get_nb_trainable_parameters()
-    assert est.lora_params(config.to_dict(), 4, targets, bias) == trainable
+    assert train_est.lora_params(config.to_dict(), 4, targets, bias) == trainable
 
 
 def _saved_bytes(layers: int, tokens: int, weights: str, checkpointing: bool, targets: list[str], padded: bool = False) -> int:
@@ -154,14 +157,14 @@ def test_activation_formula_matches_what_autograd_keeps(weights):
     targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     config = {"model_type": "llama", "vocab_size": 500, "hidden_size": 128, "intermediate_size": 352,
               "num_hidden_layers": 1, "num_attention_heads": 8, "num_key_value_heads": 2, "dtype": weights}
-    shape = est.shape_of(config)
+    shape = shapes.shape_of(config)
 
     def per_layer(tokens: int, checkpointing: bool) -> int:
         return (_saved_bytes(4, tokens, weights, checkpointing, targets) - _saved_bytes(2, tokens, weights, checkpointing, targets)) // 2
 
     small, large = per_layer(128, False), per_layer(256, False)
     per_token, constant = (large - small) / 128, 2 * small - large
-    assert per_token == pytest.approx(est.layer_activation_bytes(shape, 2, targets, 8), rel=0.15)
+    assert per_token == pytest.approx(train_est.layer_activation_bytes(shape, 2, targets, 8), rel=0.15)
     # bf16 copies of the LoRA weights, and of every base weight when they are stored in float16
     lora = sum(8 * (n_in + n_out) for n_in, n_out in shape.linears().values())
     base = sum(n_in * n_out for n_in, n_out in shape.linears().values()) if weights == "float16" else 0
@@ -172,18 +175,18 @@ def test_activation_formula_matches_what_autograd_keeps(weights):
     # A padded batch: k and v repeated to every head, and each layer's copy of the mask
     padded = (_saved_bytes(4, 256, weights, False, targets, True) - _saved_bytes(2, 256, weights, False, targets, True)) // 2
     assert (padded - large) / 256 == pytest.approx(
-        est.layer_activation_bytes(shape, 2, targets, 8, padded_length=128) - est.layer_activation_bytes(shape, 2, targets, 8),
+        train_est.layer_activation_bytes(shape, 2, targets, 8, padded_length=128) - train_est.layer_activation_bytes(shape, 2, targets, 8),
         rel=0.15)
 
 
 def test_solar_dpo_estimate_with_and_without_checkpointing():
     """The Sakura-SOLAR DPO stage: LoRA r=16 on every projection and the head, micro batch 2 x 4096 tokens."""
 
-    def setup(checkpointing: bool) -> est.TrainSetup:
-        return est.TrainSetup(micro_batch=2, max_length=4096, lora_r=16, lora_targets=TARGETS, checkpointing=checkpointing,
+    def setup(checkpointing: bool) -> train_est.TrainSetup:
+        return train_est.TrainSetup(micro_batch=2, max_length=4096, lora_r=16, lora_targets=TARGETS, checkpointing=checkpointing,
                               reference="precompute", fused_head=True)
 
-    with_gc, without = est.train_estimate(SOLAR, setup(True)), est.train_estimate(SOLAR, setup(False))
+    with_gc, without = train_est.train_estimate(SOLAR, setup(True)), train_est.train_estimate(SOLAR, setup(False))
     assert with_gc.memory["weights"] == 2 * 10_731_524_096
     assert with_gc.output["trainable_params"] == 63_492_096
     assert with_gc.memory["LoRA+Adam"] == 16 * 63_492_096  # fp32 adapter, gradient and two moments
@@ -250,6 +253,9 @@ def test_plan_prints_the_estimates_and_imports_no_heavy_library(tmp_path):
     assert "disk" in header and "memory" in header
     assert "dpo: GPU ~" in shown.stdout and "weights" in shown.stdout and "activations" in shown.stdout
     assert "merge: GPU ~" in shown.stdout and "disk " in shown.stdout
+    # The sources' footprints: tiny models are generated here, nothing to download.
+    assert "models: solar 213.6K params, 854 kB; sauerkraut 213.6K params, 854 kB" in shown.stdout
+    assert "to download" not in shown.stdout
 
     done = subprocess.run([sys.executable, "-m", "sakura_core", "plan", recipe, "--store", store, "--json"],
                           capture_output=True, text=True, timeout=120)
@@ -294,7 +300,47 @@ def test_hub_model_estimate_fetches_only_its_config(hub, tmp_path):
     done = hub.run("plan", str(recipe), "--store", str(tmp_path / "store"), "--json")
     assert done.returncode == 0, done.stderr
     plan = json.loads(done.stdout)
-    assert plan["models"]["base"]["params"] == est.param_count(config)
-    assert plan["stages"][0]["estimate"]["upload_bytes"] == est.model_bytes(config)
+    assert plan["models"]["base"]["params"] == shapes.param_count(config)
+    assert plan["stages"][0]["estimate"]["upload_bytes"] == shapes.model_bytes(config)
     assert any("/resolve/" in path and path.endswith("/config.json") for _, path, _ in hub.state.log)
     assert not any("model.safetensors" in path for _, path, _ in hub.state.log)  # no weights downloaded
+    shown = hub.run("plan", str(recipe), "--store", str(tmp_path / "store"), COLUMNS="200")
+    assert shown.returncode == 0, shown.stderr
+    assert f"models: base {est.count(shapes.param_count(config))} params" in shown.stdout
+    assert "to download" in shown.stdout  # the hub source says it downloads (ModelSource.downloads)
+
+
+def test_a_model_source_without_a_footprint_has_no_model_summary(tmp_path):
+    """The core knows no architecture: the model summary is the source's footprint, and a source that gives
+    none (the default) has none; the stages' estimates still use its config."""
+    from sakura_core import hookimpl
+    from sakura_core.engine import Engine
+    from sakura_core.plugins import Plugins
+    from sakura_core.recipe import load_recipe
+    from sakura_core.stage import ModelSource
+    from sakura_models.local import LocalSource
+
+    assert ModelSource().footprint(SOLAR) is None and ModelSource.downloads is False
+
+    class Opaque(LocalSource):
+        footprint = ModelSource.footprint
+
+    model = tmp_path / "solar"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps(SOLAR))
+    (model / "model.safetensors").write_bytes(b"")
+
+    class Plugin:
+        @hookimpl
+        def sakura_register_model_sources(self, register):
+            register("opaque", Opaque())
+
+    plugins = Plugins()
+    plugins.register_object(Plugin(), "opaque-source")
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('name = "o"\n[models]\nbase = { source = "opaque", path = "solar" }\n[stages.out]\n'
+                      'kind = "publish"\npublisher = "local"\nmodel = "base"\npath = "dist"\n')
+    engine = Engine(load_recipe(recipe, [], plugins=plugins))
+    found = est.estimate_plan(engine.plan(), engine.env)
+    assert found.models == {"base": None}
+    assert found.stages["out"].disk == {"model copy": 2 * 10_731_524_096}

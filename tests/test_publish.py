@@ -175,3 +175,23 @@ def test_card_tells_the_whole_lineage():
     assert "| gsm8k | acc | 0.6391 |" in body
     assert f"commit `{'a' * 40}`" in body
     assert "from_pretrained('me/Sakura-SOLRCA')" in body
+
+
+def test_card_shows_the_configuration_trl_received_and_what_the_recipe_set():
+    from sakura_publish.card import render_card
+
+    # A DPO stage whose recipe asked for paged_adamw_32bit and gradient_checkpointing, run on a CPU.
+    args = {"learning_rate": 5e-7, "optim": "paged_adamw_32bit", "gradient_checkpointing": True}
+    metrics = {"loss": 0.69, "trainer_config": {"activation_checkpointing": True, "learning_rate": 5e-7,
+                                                "logging_steps": 1, "optim": "adamw_torch", "use_cpu": True},
+               "trainer_config_recipe": {"learning_rate": 5e-7, "optim": "paged_adamw_32bit",
+                                         "activation_checkpointing": True}}
+    lineage = [{"name": "base", "kind": "model", "source": "tiny", "tiny": {"layers": 2}, "fingerprint": "f1"},
+               {"name": "dpo", "kind": "train", "fingerprint": "f2", "metrics": metrics,
+                "options": {"trainer": "dpo", "model": "base", "dataset": "data", "args": args}}]
+    card = render_card(lineage, model_name="m", load_reference="./m", recipe_name="r", recipe_file="r.toml",
+                       recipe_text='name = "r"\n', fingerprint="f2")
+    assert '| optim | "adamw_torch" | recipe said "paged_adamw_32bit" |' in card
+    assert "| activation_checkpointing | true | recipe |" in card and "| learning_rate | 5e-07 | recipe |" in card
+    assert "| logging_steps | 1 | default |" in card and "| use_cpu | true | default |" in card
+    assert "gradient_checkpointing" not in card.split("## Recipe")[0]  # the name trl did not get

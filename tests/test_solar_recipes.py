@@ -135,6 +135,12 @@ def test_solrca_math_runs_as_written_and_the_family_shares_artifacts(solar_hub, 
     assert any(name.endswith(".safetensors") for name in published)
     card = published["README.md"].decode()
     assert "upstage/SOLAR-10.7B-Instruct-v1.0" in card and "Intel/orca_dpo_pairs" in card
+    # The card shows the configuration trl received: on a CPU the recipe's paged optimizer ran as adamw_torch.
+    ran = dpo["trainer_config"]["optim"]
+    assert (Path(stages["dpo"]["artifact"]) / "trainer_config.json").is_file()
+    assert f'| optim | "{ran}" | ' in card and "| activation_checkpointing | true | recipe |" in card
+    if dpo["trainer_config"].get("use_cpu"):
+        assert ran == "adamw_torch" and '| optim | "adamw_torch" | recipe said "paged_adamw_32bit" |' in card
 
     # v1 differs only in its LoRA targets: the merge, the data and the reference log-probs are shared.
     out = run(hub, store, "run", "recipes/solrca_math_v1.toml")

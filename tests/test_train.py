@@ -106,6 +106,11 @@ def test_dpo_lora_through_engine(tmp_path):
         assert isinstance(m[key], (int, float)), key
     manifest = json.loads((art / "sakura-artifact.json").read_text())
     assert manifest["metrics"]["steps"] == 3
+    # What trl's DPOConfig received, recorded in the artifact and in the metrics, with the optimizer that ran.
+    recorded = json.loads((art / "trainer_config.json").read_text())
+    assert recorded == m["trainer_config"] and recorded["beta"] == 0.1 and recorded["max_length"] == 128
+    assert recorded["optim"] and "output_dir" not in recorded
+    assert m["trainer_config_recipe"]["learning_rate"] == 1e-3
     # The merged weights differ from the base model: the adapter trained and was merged.
     base = AutoModelForCausalLM.from_pretrained(_base_path(result))
     q_base = base.model.layers[0].self_attn.q_proj.weight
@@ -180,10 +185,49 @@ def test_reference_cache_is_computed_once_and_reused(tmp_path, monkeypatch):
     assert other.ok and not other.outcome("dpo").metrics["ref_cache_hit"] and calls
 
 
+def test_reference_cache_follows_the_bytes_of_a_rebuilt_input(tmp_path):
+    """--force rebuilds the data stage under the same fingerprint with other rows (its plugin reads a file the
+    fingerprint does not cover): the DPO stage runs again and must not reuse the old rows' reference log-probs."""
+    path = write_recipe(tmp_path, DPO.replace("max_steps = 3", "max_steps = 1"))
+    plugin = tmp_path / "prefs_plugin.py"
+    plugin.write_text(plugin.read_text().replace('"You are helpful."', '(ctx.recipe_dir / "system.txt").read_text()'))
+    (tmp_path / "system.txt").write_text("You are helpful.")
+    first = run(path)
+    assert first.ok, first.error
+    (tmp_path / "system.txt").write_text("You answer in one short sentence, always.")
+    again = run(path, force=["data"])
+    assert again.ok, again.error
+    assert again.plan.stages["data"].fingerprint == first.plan.stages["data"].fingerprint
+    assert again.outcome("dpo").status == "ran"  # the engine saw the data's new bytes
+    before, after = first.outcome("dpo").metrics, again.outcome("dpo").metrics
+    assert after["ref_cache"] != before["ref_cache"] and not after["ref_cache_hit"]
+    assert after["ref_forward_splits"] == ["train"]
+
+
+def test_reference_cache_key_is_the_inputs_content_not_their_fingerprints():
+    from types import SimpleNamespace
+
+    from sakura_trl.options import TrainOptions
+    from sakura_trl.refcache import RefCache
+
+    options = TrainOptions(model="m", dataset="d")
+    args = SimpleNamespace(max_length=128, truncation_mode="keep_end", ld_alpha=None, bf16=False, fp16=False)
+    tokenizer, model = SimpleNamespace(chat_template="{{ x }}"), SimpleNamespace(dtype="torch.float32")
+    spec = {"store_root": "/nowhere", "model_fingerprint": "m-fp", "dataset_fingerprint": "d-fp",
+            "model_digest": "m-1", "dataset_digest": "d-1"}
+
+    def key(**changes):
+        return RefCache.for_run({**spec, **changes}, options, args, tokenizer, model).key
+
+    assert key() == key(model_fingerprint="other", dataset_fingerprint="other")  # the same bytes
+    assert key(model_digest="m-2") != key() and key(dataset_digest="d-2") != key()  # rebuilt with other bytes
+    assert RefCache.for_run(spec, options, args, tokenizer, model).kept_with == ["m-fp", "d-fp"]  # cache gc
+
+
 def test_killed_training_resumes_from_last_checkpoint(tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
-    from sakura_trl.run import SakuraCallback
+    from sakura_trl.metrics import SakuraCallback
 
     body = DPO.replace("max_steps = 3", "max_steps = 4, save_steps = 1")
     path = write_recipe(tmp_path, body)
@@ -221,21 +265,25 @@ def test_killed_training_resumes_from_last_checkpoint(tmp_path, monkeypatch):
 
 
 def test_max_lengths_reach_the_trainer(tmp_path):
+    from sakura_trl.config import build_config, resolve_args
     from sakura_trl.options import TrainOptions
-    from sakura_trl.run import build_config
     from sakura_trl.trainers import DPO as DPO_TRAINER
     from sakura_trl.trainers import SFT as SFT_TRAINER
 
+    def config(trainer, options, has_eval=False, data_max_length=None):
+        values = resolve_args(trainer, options, cuda=False, data_max_length=data_max_length, has_eval=has_eval)
+        return build_config(trainer, values, tmp_path)
+
     opts = TrainOptions(model="m", dataset="d", args={"max_length": 77, "truncation_mode": "keep_start"})
-    assert build_config(DPO_TRAINER, opts, tmp_path, False).max_length == 77
-    assert build_config(SFT_TRAINER, opts, tmp_path, False).max_length == 77
+    assert config(DPO_TRAINER, opts).max_length == 77
+    assert config(SFT_TRAINER, opts).max_length == 77
     # No args.max_length: the limit the dataset stage filtered with, not trl's default of 1024.
     bare = TrainOptions(model="m", dataset="d")
-    assert build_config(DPO_TRAINER, bare, tmp_path, False, data_max_length=300).max_length == 300
-    assert build_config(DPO_TRAINER, opts, tmp_path, False, data_max_length=300).max_length == 77
+    assert config(DPO_TRAINER, bare, data_max_length=300).max_length == 300
+    assert config(DPO_TRAINER, opts, data_max_length=300).max_length == 77
     # A named eval split is evaluated (each epoch) unless args.eval_strategy says otherwise.
-    assert build_config(DPO_TRAINER, bare, tmp_path, True).eval_strategy == "epoch"
-    assert build_config(DPO_TRAINER, bare, tmp_path, False).eval_strategy == "no"
+    assert config(DPO_TRAINER, bare, has_eval=True).eval_strategy == "epoch"
+    assert config(DPO_TRAINER, bare).eval_strategy == "no"
 
     # Through the engine: every step's sequences are cut to max_length (2 pairs x 2 sequences x 60 tokens).
     long = run(write_recipe(tmp_path, DPO), ["stages.dpo.args.max_length=60"])
@@ -245,6 +293,50 @@ def test_max_lengths_reach_the_trainer(tmp_path):
     assert max(per_step) <= 2 * 2 * 60
     full = run(write_recipe(tmp_path, DPO), ["stages.dpo.args.max_length=128"], only=["data", "dpo"])
     assert full.outcome("dpo").metrics["tokens"] > long.outcome("dpo").metrics["tokens"]
+
+
+
+def test_one_resolved_configuration_for_trl_the_plan_and_the_artifact(tmp_path, monkeypatch):
+    """resolve_args is the one place the trainer configuration is made: build_config hands trl exactly its
+    values, and the plan's estimate sizes the same configuration for a CUDA GPU."""
+    import sakura_trl.config as trl_config
+    from sakura_core.plugins import Plugins
+    from sakura_core.stage import CheckEnv
+    from sakura_trl.options import TrainOptions
+    from sakura_trl.stage import TrainStage
+    from sakura_trl.trainers import DPO as DPO_TRAINER
+
+    options = TrainOptions(model="m", dataset="d", eval_split="test", lora={"r": 4}, args={
+        "gradient_checkpointing": True, "optim": "paged_adamw_32bit", "per_device_train_batch_size": 2})
+    values = trl_config.resolve_args(DPO_TRAINER, options, cuda=False, data_max_length=300, has_eval=True)
+    assert "gradient_checkpointing" not in values and values["activation_checkpointing"] is True
+    assert values["optim"] == "adamw_torch"  # paged_adamw_32bit needs CUDA and bitsandbytes
+    assert values["use_cpu"] is True and values["bf16"] is False and values["max_length"] == 300
+    assert values["precompute_ref_batch_size"] == 4 and values["precompute_ref_log_probs"] is True
+    assert values["eval_strategy"] == "epoch"
+    built = trl_config.build_config(DPO_TRAINER, values, tmp_path)
+    for key, value in values.items():
+        got = getattr(built, key)
+        got = getattr(got, "value", got)  # transformers' enums (optim, eval_strategy, save_strategy)
+        assert got == ([] if key == "report_to" and value == "none" else value), key  # "none" becomes []
+
+    on_gpu = trl_config.resolve_args(DPO_TRAINER, options, cuda=True, data_max_length=300, has_eval=True)
+    assert on_gpu["bf16"] is True and "use_cpu" not in on_gpu and on_gpu["dataloader_pin_memory"] is True
+    calls, real = [], trl_config.resolve_args
+
+    def recorded(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trl_config, "resolve_args", recorded)
+    config = {"model_type": "llama", "vocab_size": 500, "hidden_size": 64, "intermediate_size": 128,
+              "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "dtype": "bfloat16"}
+    env = CheckEnv(plugins=Plugins(), recipe_dir=tmp_path, names={"m", "d"})
+    found = TrainStage().estimate(options, {"m": {"config": config}, "d": {"max_length": 300}}, env)
+    assert calls == [{"cuda": True, "data_max_length": 300, "has_eval": True}]
+    assert found.notes[0].startswith("4 sequences x 300 tokens")  # 2 pairs of the resolved batch, at its max_length
+    assert any("gradient checkpointing" in note for note in found.notes)  # the renamed key reached the estimate
+    assert any("reference log-probs: a pass of their own" in note for note in found.notes)
 
 
 SFT = '''

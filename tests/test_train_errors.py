@@ -114,16 +114,26 @@ def test_cli_prints_one_line_and_exits_nonzero(tmp_path):
 def test_out_of_memory_says_which_settings_to_change():
     import torch
 
+    from sakura_trl.config import resolve_args
     from sakura_trl.options import TrainOptions
-    from sakura_trl.run import oom_guard
+    from sakura_trl.oom import oom_guard
+    from sakura_trl.trainers import DPO
 
     options = TrainOptions(model="m", dataset="d", args={"per_device_train_batch_size": 16})
+    values = resolve_args(DPO, options, cuda=True, data_max_length=4096)
     with pytest.raises(StageError) as err:
-        with oom_guard(options):
+        with oom_guard(options, values):
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
     message = str(err.value)
     assert message.startswith("out of GPU memory: lower args.per_device_train_batch_size (now 16)")
     assert "activation_checkpointing = true" in message and "lora" in message
+    assert message.endswith("lower args.max_length (now 4096)")  # the dataset's limit, which the run used
+    # The recipe's gradient_checkpointing is the activation_checkpointing the run had on: no hint for it.
+    options = TrainOptions(model="m", dataset="d", args={"gradient_checkpointing": True})
+    with pytest.raises(StageError) as err:
+        with oom_guard(options, resolve_args(DPO, options, cuda=True)):
+            raise torch.OutOfMemoryError("CUDA out of memory.")
+    assert "activation_checkpointing" not in str(err.value) and "(now 8)" in str(err.value)
 
 
 @pytest.mark.skipif(sys.platform == "darwin", reason="CPU-only check")

@@ -16,6 +16,7 @@ from sakura_core.hashing import hash_json
 from sakura_core.options import Options
 from sakura_core.stage import ModelSource, SourceEnv
 from sakura_hub.ids import SHA_RE, repo_id_problem
+from sakura_models import shapes
 
 SAFE_PATTERNS = [
     "*.safetensors", "*.safetensors.index.json", "config.json", "generation_config.json",
@@ -42,6 +43,7 @@ class HubSourceOptions(Options):
 
 class HubSource(ModelSource):
     Options = HubSourceOptions
+    downloads = True
 
     def parse(self, text: str) -> dict[str, Any]:
         repo_id, _, revision = text.partition("@")
@@ -100,6 +102,9 @@ class HubSource(ModelSource):
             if not quiet:
                 enable_progress_bars()
         return data if isinstance(data, dict) else None
+
+    def footprint(self, config: dict[str, Any]) -> dict[str, int] | None:
+        return shapes.footprint(config)
 
 
 def _short(exc: BaseException) -> str:

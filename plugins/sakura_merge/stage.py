@@ -81,7 +81,8 @@ class MergeStage(StageKind):
     def estimate(self, options: MergeConfig, inputs: dict[str, dict[str, Any]], env: CheckEnv) -> Any:
         """The output's config (the donor's, with the slices' layer count) and size; the native executor's
         working set: the largest tensor of every input at once, its float32 arithmetic and the write queue."""
-        from sakura_core.estimate import Estimate, dtype_bytes, dtype_of, human, model_bytes, shape_of
+        from sakura_core.estimate import Estimate, dtype_bytes, dtype_of, human
+        from sakura_models.shapes import model_bytes, shape_of
         from sakura_merge.executor import PREFETCH_BYTES, WRITE_QUEUE_BYTES
 
         refs = model_references(options)

@@ -9,6 +9,7 @@ from sakura_core.errors import OptionError, StageError
 from sakura_core.hashing import hash_path
 from sakura_core.options import Options
 from sakura_core.stage import CheckEnv, ModelSource, SourceEnv
+from sakura_models import shapes
 
 
 class LocalOptions(Options):
@@ -61,6 +62,9 @@ class LocalSource(ModelSource):
         except (OSError, ValueError):
             return None
         return data if isinstance(data, dict) else None
+
+    def footprint(self, config: dict[str, Any]) -> dict[str, int] | None:
+        return shapes.footprint(config)
 
 
 def check_model_dir(path: Path, allow_pickle: bool = False) -> None:

@@ -359,10 +359,23 @@ def _train_section(entry: dict[str, Any]) -> str:
     if lora:
         lines.append("LoRA: " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in _clean(lora).items()) + " (merged into the weights).")
     args = options.get("args") or {}
-    if args:
+    metrics = entry.get("metrics") or {}
+    resolved = metrics.get("trainer_config")
+    if isinstance(resolved, dict) and resolved:
+        # What the trainer's config class received; the recipe's values are under the names it took them by.
+        recipe = metrics.get("trainer_config_recipe") or {}
+
+        def set_by(key: str, value: Any) -> str:
+            if key not in recipe:
+                return "default"
+            return "recipe" if recipe[key] == value else f"recipe said {json.dumps(recipe[key])}"
+
+        lines.append("\nTrainer configuration:\n\n| setting | value | set by |\n|---|---|---|")
+        lines += [f"| {k} | {json.dumps(v)} | {set_by(k, v)} |" for k, v in resolved.items()]
+    elif args:  # an artifact from before the trainer configuration was recorded: the recipe's args
         lines.append("\n| hyperparameter | value |\n|---|---|")
         lines += [f"| {k} | {json.dumps(v)} |" for k, v in args.items()]
-    numbers = _numeric(entry.get("metrics"))
+    numbers = _numeric(metrics)
     if numbers:
         lines.append("\nFinal metrics:\n\n| metric | value |\n|---|---|")
         lines += [f"| {k} | {_fmt(v)} |" for k, v in numbers.items()]

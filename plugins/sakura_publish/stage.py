@@ -106,7 +106,8 @@ class PublishStage(StageKind):
 
     def estimate(self, options: PublishOptions, inputs: dict[str, dict[str, Any]], env: CheckEnv) -> Any:
         """The model's weights: copied to a folder by the local publisher, uploaded by the others."""
-        from sakura_core.estimate import Estimate, model_bytes
+        from sakura_core.estimate import Estimate
+        from sakura_models.shapes import model_bytes
 
         size = model_bytes(inputs.get(options.model, {}).get("config"))
         if size is None:

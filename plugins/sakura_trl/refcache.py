@@ -1,12 +1,13 @@
 """Reference log-prob cache: computed once per (reference model, dataset, tokenization), kept in the store.
 
 The cache is an artifact of its own in the store (``artifacts/<key>/``, manifest kind ``ref-logprobs``),
-written atomically through ``sakura_core.store.Store``. Its key hashes the reference model's
-fingerprint (with LoRA the reference is the input model itself), the dataset artifact's fingerprint and
-split, and every setting that changes the tokenized rows or the reference numbers: chat template,
-max_length, truncation mode, ld_alpha, dtype / quantization / mixed precision, trl version. Learning
-rate, beta, loss type, LoRA rank... are not in it, so a re-run with other hyperparameters, another DPO
-stage or another recipe on the same model and data reuses it without a reference forward pass.
+written atomically through ``sakura_core.store.Store``. Its key hashes what the reference model and the
+dataset hold, their content digests (a forced rebuild can replace an artifact under the same fingerprint
+with other bytes, and the old log-probs must not serve the new rows), the split, and every setting that
+changes the tokenized rows or the reference numbers: chat template, max_length, truncation mode, ld_alpha,
+dtype / quantization / mixed precision, trl version. Learning rate, beta, loss type, LoRA rank... are not in
+it, so a re-run with other hyperparameters, another DPO stage or another recipe on the same model and data
+reuses it without a reference forward pass. With LoRA the reference is the input model itself.
 """
 
 from __future__ import annotations
@@ -15,16 +16,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: keyed on the inputs' content digests, not their fingerprints
 
 
 class RefCache:
-    def __init__(self, store_root: Path, key: str, material: dict[str, Any]):
+    def __init__(self, store_root: Path, key: str, material: dict[str, Any], kept_with: list[str]):
         from sakura_core.store import Store
 
         self.store = Store(store_root)
         self.key = key
         self.material = material
+        self.kept_with = kept_with  # the fingerprints of the model and dataset it was computed from
         self.hits: list[str] = []
         self.misses: list[str] = []
         self.ref_seconds = 0.0
@@ -39,8 +41,8 @@ class RefCache:
         material = {
             "version": CACHE_VERSION,
             "trl": trl.__version__,
-            "reference_model": spec["model_fingerprint"],
-            "dataset": spec["dataset_fingerprint"],
+            "reference_model": spec["model_digest"],
+            "dataset": spec["dataset_digest"],
             "splits": [options.train_split, options.eval_split],
             "chat_template": tokenizer.chat_template,
             "max_length": args.max_length,
@@ -51,7 +53,8 @@ class RefCache:
             "bf16": bool(args.bf16),
             "fp16": bool(args.fp16),
         }
-        return cls(Path(spec["store_root"]), "ref-" + hash_json(material), material)
+        kept_with = [spec["model_fingerprint"], spec["dataset_fingerprint"]]
+        return cls(Path(spec["store_root"]), "ref-" + hash_json(material), material, kept_with)
 
     def _file(self, root: Path, name: str) -> Path:
         return root / f"{name}.safetensors"
@@ -99,7 +102,7 @@ class RefCache:
                 "fingerprint": self.key,
                 "key": self.material,
                 # sakura cache gc keeps this cache while the model and dataset it was computed from are kept
-                "kept_with": [self.material["reference_model"], self.material["dataset"]],
+                "kept_with": self.kept_with,
                 "rows": {p.stem: None for p in tmp.glob("*.safetensors")},
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }

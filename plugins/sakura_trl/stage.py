@@ -40,28 +40,31 @@ class TrainStage(StageKind):
         return [("trainers", options.trainer)]
 
     def estimate(self, options: TrainOptions, inputs: dict[str, dict[str, Any]], env: CheckEnv) -> Any:
-        """GPU memory of a step at the recipe's micro batch and max_length (on one CUDA GPU with bf16, as
-        ``run`` sets it up), and the artifact: the whole model, the adapter and the checkpoints."""
-        from sakura_core.estimate import TrainSetup, dtype_bytes, dtype_of, model_bytes, train_estimate
+        """GPU memory of a step at the recipe's micro batch and max_length (on one CUDA GPU with bf16: the
+        configuration ``resolve_args`` gives such a run), and the artifact: the whole model, the adapter and
+        the checkpoints."""
+        from sakura_core.estimate import dtype_bytes, dtype_of
+        from sakura_models.shapes import model_bytes
+        from sakura_trl.config import TRL_BATCH_SIZE, TRL_MAX_LENGTH, resolve_args
+        from sakura_trl.estimate import TrainSetup, train_estimate
 
         config = inputs.get(options.model, {}).get("config")
         if not isinstance(config, dict):
             return None
         trainer = env.plugins.trainers.get(options.trainer)
-        args = {**trainer.defaults, **options.args}
-        for old, new in (("gradient_checkpointing", "activation_checkpointing"),):
-            if old in options.args and new not in options.args:
-                args[new] = args.pop(old)
-        max_length = args.get("max_length", 1024) or config.get("max_position_embeddings") or 1024
         data_max = inputs.get(options.dataset, {}).get("max_length")
-        if isinstance(data_max, int):  # the dataset stage dropped longer rows
+        data_max = data_max if isinstance(data_max, int) else None
+        # plan sizes a GPU run: the configuration such a run gets
+        args = resolve_args(trainer, options, cuda=True, data_max_length=data_max,
+                            has_eval=options.eval_split is not None)
+        max_length = args.get("max_length", TRL_MAX_LENGTH) or config.get("max_position_embeddings") or TRL_MAX_LENGTH
+        if data_max is not None:  # the dataset stage dropped longer rows
             max_length = min(max_length, data_max)
-        batch = args.get("per_device_train_batch_size", 8)
+        batch = args.get("per_device_train_batch_size", TRL_BATCH_SIZE)
         reference = "none"
         if trainer.preference:
-            precompute = (options.ref_cache and args.get("precompute_ref_log_probs", True) and not args.get("sync_ref_model")) \
-                or args.get("precompute_ref_log_probs", False)
-            reference = "precompute" if precompute else ("in-step" if options.lora else "model")
+            live = "in-step" if options.lora else "model"  # with LoRA the reference is the policy, adapter off
+            reference = "precompute" if args.get("precompute_ref_log_probs") else live
         compute = "float16" if args.get("fp16") else (None if args.get("bf16") is False else "bfloat16")
         lora = options.lora
         setup = TrainSetup(
