@@ -314,6 +314,7 @@ def test_installed_entry_point_plugin_is_discovered_and_runs(sites, sakura, tmp_
     assert manifest["plugins"] == [{
         "name": "hello", "distribution": "sakura-hello", "version": "1.2.3", "code": hello["code"],
         "origin": "entry point of sakura-hello", "provides": ["stage kind hello"],
+        "entries": [{"what": "stage kind", "name": "hello", "version": "1", "description": ""}],
     }]
 
 
