@@ -32,8 +32,8 @@ def write_recipe(tmp_path: Path, body: str, model: Path | None = None, files=())
     return path
 
 
-def run(recipe: Path):
-    return Engine(load_recipe(recipe)).run()
+def run(recipe: Path, plugins=None):
+    return Engine(load_recipe(recipe, plugins=plugins)).run()
 
 
 def built(result, name="data"):
