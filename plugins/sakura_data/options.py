@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from sakura_core.options import Options
 
@@ -30,6 +30,13 @@ class SourceOptions(Options):
     whole)."""
     subset: str | None = None
     """Configuration of a Hub dataset (``name`` in ``datasets.load_dataset``)."""
+    data_dir: str | None = None
+    """Folder of a Hub dataset or a dataset directory to read the data files from (``data_dir`` in
+    ``datasets.load_dataset``), e.g. ``"preference"`` for HelpSteer2's preference data."""
+    data_files: str | list[str] | dict[str, str | list[str]] | None = None
+    """Data files of a Hub dataset or a dataset directory to read (``data_files`` in ``datasets.load_dataset``):
+    a path or glob pattern, a list of them, or a table of split to path(s) (``{ train = "train-*.jsonl" }``);
+    relative to the dataset, or to ``data_dir`` when set."""
     revision: str | None = None
     """Branch, tag or commit of a Hub dataset; unset: its default branch. The commit it points to is part of
     the fingerprint, so a new upstream commit re-runs the stage."""
@@ -42,6 +49,17 @@ class SourceOptions(Options):
     max_rows: int | None = Field(None, ge=1)
     """Take at most this many of the source's rows left after filtering and deduplication, sampled with the
     stage's ``seed``; not with ``weight``."""
+
+    @field_validator("data_files", mode="before")
+    @classmethod
+    def _paths_or_splits(cls, value: Any) -> Any:
+        # checked before pydantic tries each member of the union, whose errors would name a member ("str")
+        def paths(v: Any) -> bool:
+            return isinstance(v, str) or (isinstance(v, list) and all(isinstance(p, str) for p in v))
+
+        if value is None or paths(value) or (isinstance(value, dict) and all(paths(v) for v in value.values())):
+            return value
+        raise ValueError("data_files is a path or glob pattern, a list of them, or a table of split = path(s)")
 
     @model_validator(mode="after")
     def _one_of_weight_cap(self) -> SourceOptions:
