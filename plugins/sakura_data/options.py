@@ -72,7 +72,8 @@ class SourceOptions(Options):
 class DatasetOptions(Options):
     """``kind = "dataset"``: reads its sources, maps every row to trl's conversational format with the source's
     adapter, drops rows over the token limits and repeated prompts, mixes, shuffles and splits; the artifact is
-    a ``datasets`` DatasetDict plus ``stats.json`` (rows in and out per source, and why rows were dropped)."""
+    a ``datasets`` DatasetDict plus ``stats.json`` (rows read, made by the adapter and kept per source, and why
+    rows were dropped)."""
 
     sources: list[SourceOptions] = Field(min_length=1)
     """The data to read, in order: a table per source with the keys below plus its adapter's options."""
@@ -88,7 +89,8 @@ class DatasetOptions(Options):
     tokens (SFT rows are not checked)."""
     dedup: bool = True
     """Drop rows whose prompt (case and whitespace folded; SFT: the messages before the first answer) came
-    earlier, in this source or an earlier one."""
+    earlier, in this source or an earlier one; the rows an adapter made from one source row or group share
+    its prompt and are not duplicates of each other."""
     shuffle: bool = True
     """Shuffle the mixed rows with ``seed``; ``false`` keeps the sources' order (and the test split is then
     the first rows)."""
@@ -101,7 +103,8 @@ class DatasetOptions(Options):
     """Worker processes that map a source's rows; unset: 2 (at most the CPU count) for a source of 20,000 rows
     or more, else 1."""
     batch_size: int = Field(1000, ge=1)
-    """Rows per batch when mapping and counting tokens (memory against speed; the result is the same)."""
+    """Rows per batch when mapping and counting tokens (memory against speed; the result is the same); a batch
+    is longer when it must hold a whole group of an adapter's ``group_by``."""
 
     @model_validator(mode="after")
     def _check(self) -> DatasetOptions:
