@@ -257,6 +257,29 @@ def test_a_dict_a_list_a_generator_or_nothing():
     assert mapped.units == [0, 1, 2, 2, 4, 4, 4, 7]  # each mapped row's unit: the first row of its source row
 
 
+def test_skip_from_a_generator_drops_what_it_had_made():
+    class Halfway(Adapter):
+        columns = ("q",)
+
+        def run(self, row, options):
+            yield preference(row["q"], "first", "no")
+            raise Skip("changed its mind")
+
+    mapped = process(Halfway(), {"q": ["a", "b"]})
+    assert mapped.columns["_drop"] == ["changed its mind", "changed its mind"] and mapped.made == 0
+
+
+def test_a_source_whose_made_rows_are_all_dropped_says_how_many_it_made(tmp_path):
+    blank = [{"response": " ", "overall_score": s} for s in (3, 2, 1)]  # 3 pairs, each with empty answers
+    write_jsonl(tmp_path / "blank.jsonl", [{"instruction": f"Q{i}", "completions": blank} for i in range(2)])
+    recipe = dataset_recipe(tmp_path, '{ adapter = "rated_completions", path = "blank.jsonl" }')
+    outcome = run(recipe, plugins_with_examples()).outcome("data")
+    assert outcome.error == (
+        "stage data: source 0 (blank.jsonl, adapter rated_completions): every row was dropped: 2 rows in, "
+        "6 made by the adapter (empty message: 6)"
+    )
+
+
 def test_a_malformed_row_or_an_exception_names_the_source_row():
     from sakura_data.rows import AdapterFailed
 
