@@ -32,8 +32,8 @@ def write_recipe(tmp_path: Path, body: str, model: Path | None = None, files=())
     return path
 
 
-def run(recipe: Path):
-    return Engine(load_recipe(recipe)).run()
+def run(recipe: Path, plugins=None):
+    return Engine(load_recipe(recipe, plugins=plugins)).run()
 
 
 def built(result, name="data"):
@@ -230,6 +230,38 @@ def test_toxic_csv_parquet_and_saved_dataset_sources(tmp_path):
     saved, stats = built(result, "saved")
     assert saved["train"].to_list() == reference["train"].to_list()[3:] + reference["train"].to_list()[:3]
     assert [s["rows_in"] for s in stats["sources"]] == [3, 3]
+
+
+def test_data_dir_and_data_files_choose_files_in_a_directory(tmp_path):
+    """As ``datasets.load_dataset`` takes them: a folder (HelpSteer2's ``data_dir = "preference"``), a glob, a
+    list, a table of splits; relative to ``data_dir`` when both are set. Both are part of the fingerprint."""
+    mixed = tmp_path / "mixed"
+    for folder, name, fixture in [("preference", "train.jsonl", ORCA), ("math", "part-a.jsonl", MATH), ("math", "part-b.jsonl", MATH)]:
+        (mixed / folder).mkdir(parents=True, exist_ok=True)
+        shutil.copy(fixture, mixed / folder / name)
+    (mixed / "math" / "part-b.jsonl").write_text("".join(MATH.read_text().splitlines(keepends=True)[:3]))
+    recipe = write_recipe(tmp_path, """
+        [stages.folder]
+        kind = "dataset"
+        sources = [{ adapter = "orca", path = "mixed", data_dir = "preference" }]
+        [stages.glob]
+        kind = "dataset"
+        sources = [{ adapter = "math", path = "mixed", data_files = "math/*.jsonl" }]
+        dedup = false
+        [stages.splits]
+        kind = "dataset"
+        sources = [
+          { adapter = "math", path = "mixed", data_dir = "math", data_files = { train = ["part-a.jsonl"], test = "part-b.jsonl" }, split = "test" },
+        ]
+        """)
+    result = run(recipe)
+    assert result.ok, result.error
+    rows_in = {name: built(result, name)[1]["rows_in"] for name in ("folder", "glob", "splits")}
+    assert rows_in == {"folder": 2, "glob": 8 + 3, "splits": 3}
+
+    recipe.write_text(recipe.read_text().replace('data_dir = "preference"', 'data_dir = "./preference"'))
+    again = run(recipe)
+    assert [again.outcome(name).status for name in ("folder", "glob", "splits")] == ["ran", "cached", "cached"]
 
 
 def test_columns_adapter_maps_user_columns(tmp_path):

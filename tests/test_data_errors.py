@@ -159,11 +159,18 @@ def test_saved_dataset_without_the_split(tmp_path):
         (stage('[{ adapter = "orca", path = "data/o.jsonl" }, { adapter = "messages", path = "data/o.jsonl" }]'),
          "stages.data.sources", "cannot mix preference adapters and SFT adapters"),
         (stage("[]"), "stages.data.sources", "at least 1 item"),
+        (stage('[{ adapter = "orca", path = "data/o.jsonl", data_dir = "preference" }]'), "stages.data.sources[0].data_dir",
+         "o.jsonl is a file: data_dir chooses files in a Hub dataset or a directory"),
+        (stage('[{ adapter = "orca", path = "data/saved", data_files = "*.arrow" }]'), "stages.data.sources[0].data_files",
+         "saved is a saved dataset (save_to_disk): data_files does not apply"),
+        (stage('[{ adapter = "orca", path = "org/name", data_files = { train = 3 } }]'), "stages.data.sources[0].data_files",
+         "data_files is a path or glob pattern, a list of them, or a table of split = path(s)"),
         (stage('[{ adapter = "orca", path = "data/o.jsonl" }]', "test_size = 1.5"), "stages.data", "test_size"),
     ],
 )
 def test_recipe_errors_name_the_key(tmp_path, table, key, message):
-    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "saved").mkdir(parents=True)
+    (tmp_path / "data" / "saved" / "dataset_dict.json").write_text('{"splits": ["train"]}')
     (tmp_path / "data" / "o.jsonl").write_text(ORCA.read_text())
     path = tmp_path / "r.toml"
     path.write_text('name = "t"\n' + table)

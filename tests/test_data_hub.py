@@ -126,3 +126,27 @@ def test_hub_dataset_subset_and_split(hub, tmp_path):
     stats = json.loads((Path(out["stages"][0]["artifact"]) / "stats.json").read_text())
     assert [s["rows_in"] for s in stats["sources"]] == [3, 2]
     assert stats["rows"] == {"train": 5}
+
+
+def test_hub_dataset_data_dir_and_data_files(hub, tmp_path):
+    """HelpSteer2 keeps its preference data in a folder of the repo (``data_dir = "preference"``) beside data
+    with other columns; ``data_files`` picks files by name."""
+    hub.seed_repo(
+        "someone/helpsteer-mini",
+        {"train.jsonl": TOXIC.read_bytes(), "preference/train.jsonl": ORCA.read_bytes()},
+        repo_type="dataset",
+    )
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(textwrap.dedent("""
+        name = "t"
+        [stages.data]
+        kind = "dataset"
+        sources = [
+          { adapter = "orca", path = "someone/helpsteer-mini", data_dir = "preference" },
+          { adapter = "toxic", path = "someone/helpsteer-mini", data_files = "train.jsonl" },
+        ]
+        shuffle = false
+        """))
+    out = run_json(hub, recipe)
+    stats = json.loads((Path(out["stages"][0]["artifact"]) / "stats.json").read_text())
+    assert [s["rows_in"] for s in stats["sources"]] == [2, len(TOXIC.read_text().splitlines())]

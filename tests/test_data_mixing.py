@@ -16,7 +16,9 @@ import pytest
 from test_data import MATH, TINY_ORCA, TOXIC, built, run, write_recipe
 
 
-def test_the_result_does_not_depend_on_batches_workers_buckets_or_partitions(tmp_path, monkeypatch, tiny_model):
+def cut_up_the_same(tmp_path, monkeypatch, body: str, model: Path, files=(), plugins=None) -> dict:
+    """Run a dataset stage whole, then cut up every way there is (batches of 3, 2 workers, 5 dedup partitions
+    sorted a few entries at a time, many shuffle buckets): the same splits and stats; returns the stats."""
     import sakura_data.build as build
     import sakura_data.mixing as mixing
 
@@ -28,6 +30,23 @@ def test_the_result_does_not_depend_on_batches_workers_buckets_or_partitions(tmp
             shufflers.append(self)
 
     monkeypatch.setattr(build, "Shuffler", CountingShuffler)
+    recipe = write_recipe(tmp_path, body, model=model, files=files)
+    whole, whole_stats = built(run(recipe, plugins))
+    assert shufflers[-1].buckets == 1
+
+    monkeypatch.setattr(mixing, "BUCKET_BYTES", 2000)
+    monkeypatch.setattr(mixing, "PARTITION_ROWS", 7)
+    monkeypatch.setattr(build, "partitions_for", lambda rows: 5)
+    recipe.write_text(recipe.read_text() + "batch_size = 3\nnum_proc = 2\n")
+    cut, cut_stats = built(run(recipe, plugins))
+    assert shufflers[-1].buckets > 5
+    differ = [split for split in ("train", "test") if cut[split].to_list() != whole[split].to_list()]
+    assert differ == []  # (pytest's diff of two long lists of rows would take minutes)
+    assert cut_stats == whole_stats
+    return whole_stats
+
+
+def test_the_result_does_not_depend_on_batches_workers_buckets_or_partitions(tmp_path, monkeypatch, tiny_model):
     body = f"""
         [stages.data]
         kind = "dataset"
@@ -42,21 +61,47 @@ def test_the_result_does_not_depend_on_batches_workers_buckets_or_partitions(tmp
         test_size = 0.25
         seed = 7
         """
-    recipe = write_recipe(tmp_path, body, model=tiny_model, files=[TINY_ORCA, MATH, TOXIC])
-    whole, whole_stats = built(run(recipe))
-    assert shufflers[-1].buckets == 1
-
-    monkeypatch.setattr(mixing, "BUCKET_BYTES", 2000)
-    monkeypatch.setattr(build, "partitions_for", lambda rows: 5)
-    recipe.write_text(recipe.read_text() + "batch_size = 3\nnum_proc = 2\n")
-    cut, cut_stats = built(run(recipe))
-    assert shufflers[-1].buckets > 5
-    assert cut["train"].to_list() == whole["train"].to_list()
-    assert cut["test"].to_list() == whole["test"].to_list()
-    assert cut_stats == whole_stats
+    whole_stats = cut_up_the_same(tmp_path, monkeypatch, body, tiny_model, files=[TINY_ORCA, MATH, TOXIC])
     # the fourth source repeats the first: all its rows are duplicates, and the toxic rows come 2 or 3 times
     assert whole_stats["sources"][3]["dropped"]["duplicate prompt"] == whole_stats["sources"][3]["rows_in"]
     assert [s["rows_out"] for s in whole_stats["sources"]][1:] == [4, 15, 0]
+
+
+def test_nor_with_adapters_that_expand_rows_or_read_groups(tmp_path, monkeypatch, tiny_model):
+    """Rows made per source row (all pairs of rated answers) and per group (pairs of responses), mixed with a
+    1:1 source whose prompts they repeat: mapped rows are numbered the same however the work is cut."""
+    from test_data_adapters import completions, helpsteer_rows, plugins_with_examples, write_jsonl
+
+    (tmp_path / "data").mkdir()
+    questions = [f"Question number {i}?" for i in range(30)]
+    write_jsonl(tmp_path / "data" / "rated.jsonl", [
+        {"instruction": q, "completions": completions(*[(i * 7 + k * 3) % 5 for k in range(i % 5)])}
+        for i, q in enumerate(questions)
+    ])
+    # groups of 1 to 4 responses, 75 rows: groups straddle batches of 3 and the workers' cut (row 37)
+    responses = [("Lead-in.", "Yes.", 1), ("Lead-in.", "No.", 0)] + [
+        (q, f"Response {k} to {q}", (i + k * 2) % 5) for i, q in enumerate(questions[::-1]) for k in range(1 + i % 4)
+    ]
+    write_jsonl(tmp_path / "data" / "helpsteer.jsonl", helpsteer_rows(responses))
+    write_jsonl(tmp_path / "data" / "qa.jsonl", [{"prompt": q, "chosen": "Yes.", "rejected": "No."} for q in questions[::4]])
+    body = """
+        [stages.data]
+        kind = "dataset"
+        sources = [
+          { adapter = "toxic", path = "data/qa.jsonl" },
+          { adapter = "rated_completions", path = "data/rated.jsonl", weight = 0.7 },
+          { adapter = "response_pairs", path = "data/helpsteer.jsonl", weight = 1.5 },
+        ]
+        tokenizer = "solar"
+        max_length = 200
+        test_size = 0.25
+        seed = 5
+        """
+    stats = cut_up_the_same(tmp_path, monkeypatch, body, tiny_model, plugins=plugins_with_examples())
+    qa, rated, pairs = stats["sources"]
+    assert rated["rows_made"] > rated["rows_in"] and pairs["rows_made"] < pairs["rows_in"]
+    assert rated["dropped"]["duplicate prompt"] > 0 and pairs["dropped"]["duplicate prompt"] > 0
+    assert {"adapter made no rows", "not two responses"} <= set(rated["dropped"]) | set(pairs["dropped"])
 
 
 def test_read_rows_cuts_exact_ranges_across_files_and_batches(tmp_path):
@@ -77,16 +122,23 @@ def test_read_rows_cuts_exact_ranges_across_files_and_batches(tmp_path):
         assert all(t.column_names == ["x"] for t in tables)
 
 
-def test_find_duplicates_keeps_the_earliest_row_of_each_prompt(tmp_path):
-    from sakura_data.mixing import find_duplicates
+@pytest.mark.parametrize("partition_rows", [250_000, 2])
+def test_find_duplicates_keeps_the_earliest_unit_of_each_prompt(tmp_path, monkeypatch, partition_rows):
+    import sakura_data.mixing as mixing
 
-    pairs = {0: [(7, 3), (5, 0), (7, 1)], 1: [(-2, 9), (5, 4)], 2: [(-2, 2), (11, 6)]}  # (hash, row)
+    monkeypatch.setattr(mixing, "PARTITION_ROWS", partition_rows)  # 2: the partition is sorted in slices
+    # (hash, row, unit) numbered within each part; the parts' first rows are global rows 0, 10 and 20
+    entries = {
+        0: [(7, 3, 3), (5, 0, 0), (7, 1, 1)],
+        1: [(-2, 5, 5), (5, 4, 4), (9, 6, 6), (9, 7, 6)],  # rows 16 and 17: one unit, one prompt
+        2: [(-2, 2, 2), (11, 1, 1), (9, 6, 6)],  # row 26: numbered 6 in its part, like row 16
+    }
     files = []
-    for worker, rows in pairs.items():
-        path = tmp_path / f"w{worker}.keys0"
+    for part, rows in entries.items():
+        path = tmp_path / f"w{part}.keys0"
         np.array(rows, dtype=np.int64).tofile(path)
         files.append(path)
-    assert find_duplicates([files]).tolist() == [3, 4, 9]
+    assert mixing.find_duplicates([files], [0, 10, 20]).tolist() == [3, 14, 22, 26]
 
 
 def test_percentiles_from_the_histogram_equal_numpys():
@@ -159,9 +211,15 @@ def test_an_adapter_that_raises_is_one_line_naming_the_source(tmp_path, num_proc
     outcome = run(recipe).outcome("data")
     assert outcome.status == "failed"
     message = str(outcome.error)
-    assert "source 0 (qa.jsonl, adapter broken)" in message and "ValueError: cannot parse boom" in message
     assert "\n" not in message
+    prefix = "stage data: source 0 (qa.jsonl, adapter broken): row 4: ValueError: cannot parse boom (traceback in "
+    assert message.startswith(prefix) and message.endswith(".log)"), message
+    log = Path(message[len(prefix):-1])
+    assert log.parent == tmp_path / ".sakura" / "logs"
+    traceback = log.read_text()  # the adapter's own frame, written by the worker that ran it
+    assert "broken_adapter.py" in traceback and 'raise ValueError("cannot parse " + row["q"])' in traceback
     assert not list(Path(tmp_path / ".sakura").rglob("stats.json"))
+    assert not list(Path(tmp_path / ".sakura").glob("tmp/*"))
 
 
 

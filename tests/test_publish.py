@@ -147,7 +147,8 @@ def test_card_tells_the_whole_lineage():
                      "dtype": "float16"}},
         {"name": "data", "kind": "dataset", "fingerprint": "f4", "metrics": {"rows_train": 15177, "rows_test": 100},
          "options": {"sources": [{"adapter": "orca", "path": "Intel/orca_dpo_pairs"},
-                                 {"adapter": "math", "path": "data/math.jsonl"}]}},
+                                 {"adapter": "math", "path": "data/math.jsonl"},
+                                 {"adapter": "rated_pairs", "path": "data/rated.jsonl"}]}},
         {"name": "dpo", "kind": "train", "fingerprint": "f5", "metrics": {"train_loss": 0.6931, "rewards_accuracy": 0.75},
          "options": {"trainer": "dpo", "model": "merge", "dataset": "data",
                      "lora": {"r": 16, "alpha": 16}, "args": {"learning_rate": 5e-7, "beta": 0.1}}},
@@ -158,7 +159,8 @@ def test_card_tells_the_whole_lineage():
                        fingerprint="f5",
                        dataset_stats={"f4": {"rows": {"train": 15177, "test": 100}, "sources": [
                            {"rows_in": 12859, "rows_out": 12859, "dropped": {}},
-                           {"rows_in": 2418, "rows_out": 2400, "dropped": {"prompt over max_prompt_length": 18}}]}})
+                           {"rows_in": 2418, "rows_out": 2400, "dropped": {"prompt over max_prompt_length": 18}},
+                           {"rows_in": 100, "rows_made": 240, "rows_out": 230, "dropped": {"duplicate prompt": 10}}]}})
     front = _front_matter(card)
     assert front["base_model"] == ["upstage/SOLAR-10.7B-Instruct-v1.0", "VAGOsolutions/SauerkrautLM-SOLAR-Instruct"]
     assert front["datasets"] == ["Intel/orca_dpo_pairs"]
@@ -170,6 +172,8 @@ def test_card_tells_the_whole_lineage():
     body = card.split("---\n", 2)[2]
     assert "Merge method: **slerp**" in body and "layer_range" in body and "filter: self_attn" in body
     assert "12,859 of 12,859 rows used" in body and "2,400 of 2,418 rows used (dropped: 18 prompt over max_prompt_length)" in body
+    # an adapter that made several rows per source row: rows used of the rows it made
+    assert "230 of 240 rows used, made from 100 rows read (dropped: 10 duplicate prompt)" in body
     assert "Rows: train 15,177, test 100." in body
     assert "| learning_rate | 5e-07 |" in body and "| rewards_accuracy | 0.75 |" in body
     assert "| gsm8k | acc | 0.6391 |" in body

@@ -47,15 +47,16 @@ def check_columns(
     found = opened.column_names
     adapter_options = validate_options(adapter.Options, source.options)
     required = adapter.required_columns(adapter_options, found)
-    missing = [c for c in required if c not in found]
+    expected = required + [c for c in adapter.group_by if c not in required]  # group columns: read, may be empty
+    missing = [c for c in expected if c not in found]
     if missing:
         raise StageError(
-            f"{label}: missing column(s) {', '.join(missing)}; expected {', '.join(required)}; "
+            f"{label}: missing column(s) {', '.join(missing)}; expected {', '.join(expected)}; "
             f"found {', '.join(found) or 'no columns'}"
         )
     if opened.rows == 0:
         raise StageError(f"{label}: the source has no rows")
-    present = required + [c for c in adapter.optional(adapter_options) if c in found and c not in required]
+    present = expected + [c for c in adapter.optional(adapter_options) if c in found and c not in expected]
     return adapter_options, required, present
 
 
@@ -89,32 +90,35 @@ def build_dataset(ctx: StageContext) -> dict[str, Any]:
     columns = [check_columns(o, s, i, a) for i, (s, a, o) in enumerate(zip(options.sources, adapters, opened))]
     sizes = [o.rows for o in opened]
     files = [o.files for o in opened]
-    offsets = [sum(sizes[:i]) for i in range(len(sizes))]
+    # the hash partitions are sized by source rows; find_duplicates splits one an expanding adapter overfilled
     partitions = partitions_for(sum(sizes)) if options.dedup else 0
 
     # 2. map + count tokens, per source, in workers that also write the prompt hashes for dedup
     mapped: list[MapResult] = []
     for i, (source, adapter) in enumerate(zip(options.sources, adapters)):
-        job = map_job(ctx, options, source, i, adapter, fmt, tokenizer, files[i], sizes[i], columns[i], offsets[i], partitions)
+        job = map_job(ctx, options, source, i, adapter, fmt, tokenizer, files[i], sizes[i], columns[i], partitions)
         num_proc = options.num_proc or (min(2, os.cpu_count() or 1) if sizes[i] >= PARALLEL_MIN_ROWS else 1)
         with ctx.progress(f"source {i} {source.path}", total=sizes[i], unit="rows") as task:
             result = map_source_rows(job, num_proc, task.advance)
         if result.kept == 0:
-            raise StageError(
-                f"{describe(source, i)}: every one of its {sizes[i]} rows was dropped ({_reasons_text(result.reasons)})"
-            )
+            raise StageError(f"{describe(source, i)}: {_all_dropped_text(sizes[i], result)}")
         mapped.append(result)
+    # mapped rows are numbered one source after another; for 1:1 adapters that is the source rows' numbering
+    offsets = [sum(m.rows for m in mapped[:i]) for i in range(len(mapped))]
 
     # 3. dedup across sources (earlier rows win), then each source's weight / cap
     duplicates = None
     if options.dedup:
-        duplicates = find_duplicates([[f for m in mapped for f in m.key_files[p]] for p in range(partitions)])
+        duplicates = find_duplicates(
+            [[f for m in mapped for f in m.key_files[p]] for p in range(partitions)],
+            [o for m, first in zip(mapped, offsets) for o in m.part_offsets(first)],
+        )
     stats_sources = []
     total_dropped: dict[str, int] = {}
     for i, (source, result) in enumerate(zip(options.sources, mapped)):
         reasons = dict(result.reasons)
         if duplicates is not None:
-            lo, hi = np.searchsorted(duplicates, [offsets[i], offsets[i] + sizes[i]])
+            lo, hi = np.searchsorted(duplicates, [offsets[i], offsets[i] + result.rows])
             if hi > lo:
                 reasons["duplicate prompt"] = int(hi - lo)
         for reason, n in reasons.items():
@@ -125,6 +129,7 @@ def build_dataset(ctx: StageContext) -> dict[str, Any]:
                 "source": source.path,
                 "adapter": source.adapter,
                 "rows_in": sizes[i],
+                "rows_made": result.made,
                 "dropped": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
                 "rows_kept": kept,
                 "rows_out": rows_out(kept, source.weight, source.max_rows),
@@ -174,7 +179,9 @@ def build_dataset(ctx: StageContext) -> dict[str, Any]:
     (ctx.output_dir / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
     ctx.log(
         "; ".join(
-            f"{s['source']}: {s['rows_in']} in, {s['rows_out']} out"
+            f"{s['source']}: {s['rows_in']} in, "
+            + (f"{s['rows_made']} made, " if s["rows_made"] != s["rows_in"] else "")
+            + f"{s['rows_out']} out"
             + (f" (dropped {_reasons_text(s['dropped'])})" if s["dropped"] else "")
             for s in stats_sources
         )
@@ -211,7 +218,7 @@ def write_mixed(
             row = offsets[i]
             parts = [str(p) for p in result.parts]
             wanted = [*final_columns, "_drop", "_len", "_prompt_len"]
-            for table in read_rows(parts, wanted, 0, stats["rows_in"], max(options.batch_size, MIX_BATCH_ROWS)):
+            for table in read_rows(parts, wanted, 0, result.rows, max(options.batch_size, MIX_BATCH_ROWS)):
                 rows = np.arange(row, row + table.num_rows, dtype=np.int64)
                 row += table.num_rows
                 keep = pc.equal(table.column("_drop"), "").to_numpy(zero_copy_only=False)
@@ -240,8 +247,7 @@ def write_mixed(
 
 def map_job(
     ctx: StageContext, options: DatasetOptions, source: SourceOptions, i: int, adapter: Adapter, fmt: str,
-    tokenizer: Any, files: list[str], rows: int, columns: tuple[Any, list[str], list[str]], offset: int,
-    partitions: int,
+    tokenizer: Any, files: list[str], rows: int, columns: tuple[Any, list[str], list[str]], partitions: int,
 ) -> MapJob:
     adapter_options, required, present = columns
     process = functools.partial(
@@ -256,10 +262,17 @@ def map_job(
         max_prompt_length=options.max_prompt_length,
     )
     return MapJob(
-        files=files, columns=present, rows=rows, batch_size=options.batch_size, process=process,
-        features=features_for(fmt), row_offset=offset, partitions=partitions, out_dir=ctx.work_dir,
-        name=f"source{i}", label=describe(source, i),
+        files=files, columns=present, group_by=tuple(adapter.group_by), rows=rows, batch_size=options.batch_size,
+        process=process, features=features_for(fmt), partitions=partitions, out_dir=ctx.work_dir,
+        name=f"source{i}", label=describe(source, i), log_path=ctx.store.log_path, log_name=f"{ctx.name}-source{i}",
     )
+
+
+def _all_dropped_text(rows_in: int, result: MapResult) -> str:
+    reasons = _reasons_text(result.reasons)
+    if result.rows == rows_in:  # one mapped row per source row
+        return f"every one of its {rows_in} rows was dropped ({reasons})"
+    return f"every row was dropped: {rows_in} rows in, {result.made} made by the adapter ({reasons})"
 
 
 def _reasons_text(reasons: dict[str, int]) -> str:

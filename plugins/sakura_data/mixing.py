@@ -1,11 +1,11 @@
 """Deduplication, sampling, shuffling and token-length statistics with memory that does not grow with rows.
 
-Every random choice is a function of the stage's seed and a row's global number (the sources' rows
-numbered one after another), never of the order work happens in: the result is the same for any
-``batch_size``, ``num_proc`` or number of shuffle buckets.
+Every random choice is a function of the stage's seed and a row's global number (the sources' mapped rows
+numbered one after another, see ``rows``), never of the order work happens in: the result is the same for
+any ``batch_size``, ``num_proc`` or number of shuffle buckets.
 
-- Deduplication sorts ``(prompt hash, row)`` pairs one hash partition at a time (``find_duplicates``);
-  only the duplicates' row numbers are kept.
+- Deduplication sorts ``(prompt hash, row, unit)`` entries one hash partition at a time
+  (``find_duplicates``); only the duplicates' row numbers are kept.
 - Sampling (``weight`` below 1 or fractional, ``max_rows``) is selection sampling (Knuth's Algorithm S)
   in row order: an exact uniform sample without replacement, deciding row by row.
 - Shuffling gives every output row a random 64-bit key and writes rows sorted by key: rows are scattered
@@ -24,7 +24,8 @@ import numpy as np
 
 BUCKET_BYTES = 16 << 20  # Arrow bytes of output rows sorted in memory at a time when shuffling (~2x at the peak)
 MAX_BUCKETS = 512  # open bucket files at once
-PARTITION_ROWS = 250_000  # (prompt hash, row) pairs sorted in memory at a time when deduplicating
+PARTITION_ROWS = 250_000  # (prompt hash, row, unit) entries sorted in memory at a time when deduplicating
+KEY_FIELDS = 3  # int64s per entry in a key file
 
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
@@ -62,25 +63,58 @@ def partitions_for(rows: int) -> int:
     return max(1, -(-rows // PARTITION_ROWS))
 
 
-def find_duplicates(key_files: list[list[Path]]) -> np.ndarray:
-    """Sorted global rows whose prompt hash appeared at an earlier row; ``key_files[p]`` holds partition p."""
+def find_duplicates(key_files: list[list[Path]], offsets: list[int]) -> np.ndarray:
+    """Sorted global rows whose prompt hash appeared in an earlier unit (source row or group).
+
+    ``key_files[p][j]`` holds partition p of part j: ``(prompt hash, row, unit)`` entries, rows and units
+    numbered within the part, whose first row is global row ``offsets[j]``. A unit is the first row made from
+    the same source row or group: those rows share their prompt by design (every pair of one prompt's
+    answers), so they are not duplicates of each other. A partition holding more than ``PARTITION_ROWS``
+    entries (an adapter made more rows than the source had) is sorted in slices of its hashes.
+    """
     duplicates = []
     for files in key_files:
-        parts = [np.fromfile(f, dtype=np.int64).reshape(-1, 2) for f in files if f.exists()]
-        pairs = np.concatenate(parts) if parts else np.empty((0, 2), dtype=np.int64)
-        if pairs.size == 0:
-            continue
-        keys, rows = pairs[:, 0], pairs[:, 1]
-        order = np.lexsort((rows, keys))  # by hash, then row: the earliest row of a hash comes first
-        sorted_keys = keys[order]
-        later = np.empty(order.size, dtype=bool)
-        later[:1] = False
-        np.equal(sorted_keys[1:], sorted_keys[:-1], out=later[1:])
-        duplicates.append(rows[order[later]])
-        del parts, pairs, keys, rows, order, sorted_keys, later
+        present = [(f, offset) for f, offset in zip(files, offsets) if f.exists()]
+        entries = sum(f.stat().st_size for f, _ in present) // (8 * KEY_FIELDS)
+        slices = max(1, -(-entries // PARTITION_ROWS))
+        for piece in range(slices):
+            found = later_units(_read_keys(present, len(key_files), slices, piece))
+            if found.size:
+                duplicates.append(found)
     if not duplicates:
         return np.empty(0, dtype=np.int64)
     return np.sort(np.concatenate(duplicates))
+
+
+def _read_keys(files: list[tuple[Path, int]], partitions: int, slices: int, piece: int) -> np.ndarray:
+    """The entries of a partition's files with global rows and units; with ``slices`` > 1 only those whose
+    hash falls in slice ``piece`` (files read ``PARTITION_ROWS`` entries at a time)."""
+    parts = []
+    for path, offset in files:
+        size = path.stat().st_size // (8 * KEY_FIELDS)
+        for start in range(0, size, PARTITION_ROWS):
+            chunk = np.fromfile(path, dtype=np.int64, count=PARTITION_ROWS * KEY_FIELDS, offset=start * 8 * KEY_FIELDS)
+            chunk = chunk.reshape(-1, KEY_FIELDS)
+            if slices > 1:  # the partition is the hash modulo partitions; the slice, the next digits
+                hashes = chunk[:, 0].view(np.uint64)
+                chunk = chunk[(hashes // np.uint64(partitions)) % np.uint64(slices) == np.uint64(piece)]
+            chunk[:, 1:] += offset
+            parts.append(chunk)
+    return np.concatenate(parts) if parts else np.empty((0, KEY_FIELDS), dtype=np.int64)
+
+
+def later_units(entries: np.ndarray) -> np.ndarray:
+    """Rows of ``(hash, row, unit)`` entries whose hash appeared in an earlier unit."""
+    if entries.size == 0:
+        return np.empty(0, dtype=np.int64)
+    order = np.lexsort((entries[:, 1], entries[:, 0]))  # by hash, then row: the earliest row of a hash comes first
+    keys, rows, units = entries[order, 0], entries[order, 1], entries[order, 2]
+    del order
+    first_of_hash = np.empty(keys.size, dtype=bool)
+    first_of_hash[0] = True
+    np.not_equal(keys[1:], keys[:-1], out=first_of_hash[1:])
+    first_unit = units[first_of_hash][np.cumsum(first_of_hash) - 1]  # the unit of each hash's earliest row
+    return rows[units != first_unit]
 
 
 def among(rows: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:

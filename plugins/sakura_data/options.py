@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from sakura_core.options import Options
 
@@ -30,6 +30,13 @@ class SourceOptions(Options):
     whole)."""
     subset: str | None = None
     """Configuration of a Hub dataset (``name`` in ``datasets.load_dataset``)."""
+    data_dir: str | None = None
+    """Folder of a Hub dataset or a dataset directory to read the data files from (``data_dir`` in
+    ``datasets.load_dataset``), e.g. ``"preference"`` for HelpSteer2's preference data."""
+    data_files: str | list[str] | dict[str, str | list[str]] | None = None
+    """Data files of a Hub dataset or a dataset directory to read (``data_files`` in ``datasets.load_dataset``):
+    a path or glob pattern, a list of them, or a table of split to path(s) (``{ train = "train-*.jsonl" }``);
+    relative to the dataset, or to ``data_dir`` when set."""
     revision: str | None = None
     """Branch, tag or commit of a Hub dataset; unset: its default branch. The commit it points to is part of
     the fingerprint, so a new upstream commit re-runs the stage."""
@@ -43,6 +50,17 @@ class SourceOptions(Options):
     """Take at most this many of the source's rows left after filtering and deduplication, sampled with the
     stage's ``seed``; not with ``weight``."""
 
+    @field_validator("data_files", mode="before")
+    @classmethod
+    def _paths_or_splits(cls, value: Any) -> Any:
+        # checked before pydantic tries each member of the union, whose errors would name a member ("str")
+        def paths(v: Any) -> bool:
+            return isinstance(v, str) or (isinstance(v, list) and all(isinstance(p, str) for p in v))
+
+        if value is None or paths(value) or (isinstance(value, dict) and all(paths(v) for v in value.values())):
+            return value
+        raise ValueError("data_files is a path or glob pattern, a list of them, or a table of split = path(s)")
+
     @model_validator(mode="after")
     def _one_of_weight_cap(self) -> SourceOptions:
         if self.weight is not None and self.max_rows is not None:
@@ -54,7 +72,8 @@ class SourceOptions(Options):
 class DatasetOptions(Options):
     """``kind = "dataset"``: reads its sources, maps every row to trl's conversational format with the source's
     adapter, drops rows over the token limits and repeated prompts, mixes, shuffles and splits; the artifact is
-    a ``datasets`` DatasetDict plus ``stats.json`` (rows in and out per source, and why rows were dropped)."""
+    a ``datasets`` DatasetDict plus ``stats.json`` (rows read, made by the adapter and kept per source, and why
+    rows were dropped)."""
 
     sources: list[SourceOptions] = Field(min_length=1)
     """The data to read, in order: a table per source with the keys below plus its adapter's options."""
@@ -70,7 +89,8 @@ class DatasetOptions(Options):
     tokens (SFT rows are not checked)."""
     dedup: bool = True
     """Drop rows whose prompt (case and whitespace folded; SFT: the messages before the first answer) came
-    earlier, in this source or an earlier one."""
+    earlier, in this source or an earlier one; the rows an adapter made from one source row or group share
+    its prompt and are not duplicates of each other."""
     shuffle: bool = True
     """Shuffle the mixed rows with ``seed``; ``false`` keeps the sources' order (and the test split is then
     the first rows)."""
@@ -83,7 +103,8 @@ class DatasetOptions(Options):
     """Worker processes that map a source's rows; unset: 2 (at most the CPU count) for a source of 20,000 rows
     or more, else 1."""
     batch_size: int = Field(1000, ge=1)
-    """Rows per batch when mapping and counting tokens (memory against speed; the result is the same)."""
+    """Rows per batch when mapping and counting tokens (memory against speed; the result is the same); a batch
+    is longer when it must hold a whole group of an adapter's ``group_by``."""
 
     @model_validator(mode="after")
     def _check(self) -> DatasetOptions:

@@ -20,7 +20,7 @@ from sakura_core.errors import StageError
 
 from sakura_data.memory import release_freed_memory
 from sakura_data.options import FILE_FORMATS, SourceOptions
-from sakura_data.stage import locate
+from sakura_data.stage import is_saved_dataset, locate
 
 
 @dataclass(frozen=True)
@@ -54,14 +54,17 @@ def load_source(source: SourceOptions, i: int, recipe_dir: Path, cache_dir: Path
     label = describe(source, i)
     if where == "missing":
         raise StageError(f"{label}: no such file or directory: {path}")
+    files = {"data_dir": source.data_dir, "data_files": source.data_files}  # None: datasets' defaults
     if where == "hub":
         try:
-            return datasets.load_dataset(source.path, name=source.subset, split=source.split, revision=source.revision)
+            return datasets.load_dataset(
+                source.path, name=source.subset, split=source.split, revision=source.revision, **files
+            )
         except Exception as exc:  # noqa: BLE001 - network, unknown repo or split: one line for the user
             raise StageError(f"{label}: cannot load Hub dataset: {type(exc).__name__}: {first_line(exc)}") from None
     assert path is not None
     if path.is_dir():
-        if (path / "dataset_dict.json").is_file() or (path / "dataset_info.json").is_file():
+        if is_saved_dataset(path):
             data = datasets.load_from_disk(str(path))
             if isinstance(data, datasets.DatasetDict):
                 if source.split not in data:
@@ -69,7 +72,7 @@ def load_source(source: SourceOptions, i: int, recipe_dir: Path, cache_dir: Path
                 data = data[source.split]
             return data
         try:
-            return datasets.load_dataset(str(path), split=source.split, cache_dir=str(cache_dir))
+            return datasets.load_dataset(str(path), split=source.split, cache_dir=str(cache_dir), **files)
         except Exception as exc:  # noqa: BLE001
             raise StageError(f"{label}: cannot read directory {path}: {first_line(exc)}") from None
     fmt = source.format or FILE_FORMATS.get(path.suffix.lower())

@@ -27,6 +27,11 @@ def locate(source: SourceOptions, recipe_dir: Path) -> tuple[str, Path | None]:
     return "missing", full
 
 
+def is_saved_dataset(path: Path) -> bool:
+    """A directory written by ``save_to_disk`` (read with ``load_from_disk``), not data files to load."""
+    return (path / "dataset_dict.json").is_file() or (path / "dataset_info.json").is_file()
+
+
 class DatasetStage(StageKind):
     Options = DatasetOptions
     produces = "dataset"
@@ -58,6 +63,7 @@ class DatasetStage(StageKind):
                 raise OptionError(
                     f"{key}.path", f"cannot tell the format of {path.name}: use .jsonl/.json/.parquet/.csv or set format"
                 )
+            check_data_files(source, key, where, path)
         if len(formats) > 1:
             raise OptionError("sources", "cannot mix preference adapters and SFT adapters in one dataset stage")
 
@@ -91,6 +97,17 @@ class DatasetStage(StageKind):
 
         with flat_memory():
             return build_dataset(ctx)
+
+
+def check_data_files(source: SourceOptions, key: str, where: str, path: Path | None) -> None:
+    """``data_dir`` / ``data_files`` choose files within a Hub dataset or a directory of data files only."""
+    chosen = next((name for name in ("data_dir", "data_files") if getattr(source, name) is not None), None)
+    if chosen is None or where != "local" or path is None:
+        return
+    if path.is_file():
+        raise OptionError(f"{key}.{chosen}", f"{path.name} is a file: {chosen} chooses files in a Hub dataset or a directory")
+    if is_saved_dataset(path):
+        raise OptionError(f"{key}.{chosen}", f"{path.name} is a saved dataset (save_to_disk): {chosen} does not apply")
 
 
 def resolve_hub_revision(source: SourceOptions) -> str | None:

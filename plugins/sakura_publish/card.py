@@ -321,7 +321,8 @@ def _dataset_section(entry: dict[str, Any], stats: dict[str, Any] | None) -> str
 
 
 def _per_source_rows(stats: dict[str, Any] | None) -> dict[int, str]:
-    """Per source: rows read, rows used and why rows were dropped (the dataset stage's stats.json)."""
+    """Per source: rows read, rows made by its adapter when not one per row read, rows used and why rows
+    were dropped (the dataset stage's stats.json)."""
     out: dict[int, str] = {}
     for i, source in enumerate((stats or {}).get("sources") or []):
         if not isinstance(source, dict):
@@ -329,6 +330,9 @@ def _per_source_rows(stats: dict[str, Any] | None) -> dict[int, str]:
         rows_in, rows_out = source.get("rows_in"), source.get("rows_out", source.get("rows"))
         if isinstance(rows_in, int) and isinstance(rows_out, int):
             text = f"{rows_out:,} of {rows_in:,} rows used"
+            made = source.get("rows_made")
+            if isinstance(made, int) and made != rows_in:  # an adapter that expands rows or pairs them up
+                text = f"{rows_out:,} of {made:,} rows used, made from {rows_in:,} rows read"
             dropped = source.get("dropped") or {}
             if isinstance(dropped, dict) and dropped:
                 text += " (dropped: " + ", ".join(f"{n:,} {reason}" for reason, n in dropped.items()) + ")"
