@@ -46,6 +46,7 @@ BUILTIN_PLUGINS = (
     "sakura_merge.plugin",
     "sakura_data.plugin",
     "sakura_trl.plugin",
+    "sakura_eval.plugin",
     "sakura_publish.plugin",
     "sakura_hub.plugin",
 )

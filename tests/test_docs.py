@@ -45,6 +45,7 @@ def contract_classes() -> dict[str, list[type]]:
     from sakura_core.registry import Implementation, RegistrySpec
     from sakura_core.stage import CheckEnv, InputArtifact, ModelSource, SourceEnv, StageContext, StageInfo, StageKind, StageOutcome
     from sakura_data.contract import Adapter
+    from sakura_eval.contract import EvalJob, EvalResult, Evaluator
     from sakura_merge.contract import MergeCall, MergeMethod
     from sakura_publish.publisher import Bundle, Publisher, PublishEnv
     from sakura_trl.contract import Trainer, TrainJob
@@ -58,6 +59,7 @@ def contract_classes() -> dict[str, list[type]]:
         "sakura_register_dataset_adapters": [Adapter],
         "sakura_register_trainers": [Trainer, TrainJob],
         "sakura_register_publishers": [Publisher, Bundle, PublishEnv],
+        "sakura_register_evaluators": [Evaluator, EvalJob, EvalResult],
         "sakura_before_stage": [StageInfo],
         "sakura_after_stage": [StageOutcome],
     }

@@ -125,44 +125,44 @@ def test_a_plugin_declares_a_registry_and_others_fill_it():
 
     from sakura_core.registry import Implementation
 
-    class Evaluator(Implementation):
-        """What an evaluator is (the contract)."""
+    class Scorer(Implementation):
+        """What a scorer is (the contract)."""
 
     @hookspec
-    def sakura_register_evaluators(register):
-        """Register evaluators."""
+    def sakura_register_scorers(register):
+        """Register scorers."""
 
-    spec = RegistrySpec(attr="evaluators", what="evaluator", hookspec=sakura_register_evaluators, contract=Evaluator,
-                        title="Evaluators", named_by="`evaluator` in an eval stage")
+    spec = RegistrySpec(attr="scorers", what="scorer", hookspec=sakura_register_scorers, contract=Scorer,
+                        title="Scorers", named_by="`scorer` in a score stage")
 
     class Declaring:
         @hookimpl
         def sakura_declare_registries(self, declare):
             declare(spec)
 
-    class Accuracy(Evaluator):
+    class Accuracy(Scorer):
         """Counts right answers."""
 
     class Filling:
         @hookimpl
-        def sakura_register_evaluators(self, register):
+        def sakura_register_scorers(self, register):
             register("accuracy", Accuracy())
 
     plugins = Plugins(entry_points=False)
     plugins.register_object(Declaring(), "declaring")
     plugins.register_object(Filling(), "filling")
-    assert plugins.evaluators.names() == ["accuracy"]
-    assert plugins.declared_by["evaluators"] == "declaring"
+    assert plugins.scorers.names() == ["accuracy"]
+    assert plugins.declared_by["scorers"] == "declaring"
     from sakura_core import reference
 
-    assert "## Evaluators\n" in reference.build(plugins).markdown
+    assert "## Scorers\n" in reference.build(plugins).markdown
 
     class Again:
         @hookimpl
         def sakura_declare_registries(self, declare):
             declare(spec)
 
-    with pytest.raises(PluginError, match="declares registry 'evaluators', which declaring already declares"):
+    with pytest.raises(PluginError, match="declares registry 'scorers', which declaring already declares"):
         plugins.register_object(Again(), "again")
 
 

@@ -152,9 +152,11 @@ def test_card_tells_the_whole_lineage():
         {"name": "dpo", "kind": "train", "fingerprint": "f5", "metrics": {"train_loss": 0.6931, "rewards_accuracy": 0.75},
          "options": {"trainer": "dpo", "model": "merge", "dataset": "data",
                      "lora": {"r": 16, "alpha": 16}, "args": {"learning_rate": 5e-7, "beta": 0.1}}},
-        {"name": "eval", "kind": "eval", "fingerprint": "f6", "metrics": {"results": {"gsm8k": {"acc": 0.6391}}}},
     ]
-    card = render_card(lineage, model_name="Sakura-SOLRCA", load_reference="me/Sakura-SOLRCA",
+    evaluations = [{"name": "openllm", "kind": "eval", "fingerprint": "f6", "metrics": {
+        "evaluator": "lm-eval", "results": {"gsm8k": {"exact_match,strict-match": 0.6391, "exact_match,strict-match_stderr": 0.013}},
+        "tasks": {"gsm8k": {"name": "GSM8k (5-shot)", "dataset": "gsm8k", "config": "main", "split": "test", "num_fewshot": 5}}}}]
+    card = render_card(lineage, model_name="Sakura-SOLRCA", load_reference="me/Sakura-SOLRCA", evaluations=evaluations,
                        recipe_name="Sakura-SOLRCA", recipe_file="solrca.toml", recipe_text='name = "x"\n',
                        fingerprint="f5",
                        dataset_stats={"f4": {"rows": {"train": 15177, "test": 100}, "sources": [
@@ -168,7 +170,9 @@ def test_card_tells_the_whole_lineage():
     assert {"sakura", "merge", "mergekit", "slerp", "dpo", "trl", "lora"} <= set(front["tags"])
     result = front["model-index"][0]["results"][0]
     assert front["model-index"][0]["name"] == "Sakura-SOLRCA"
-    assert result["dataset"]["name"] == "gsm8k" and result["metrics"][0] == {"type": "acc", "value": 0.6391, "name": "acc"}
+    assert result["dataset"] == {"name": "GSM8k (5-shot)", "type": "gsm8k", "config": "main", "split": "test",
+                                 "args": {"num_few_shot": 5}}
+    assert result["metrics"] == [{"type": "exact_match", "value": 0.6391, "name": "exact_match,strict-match"}]
     body = card.split("---\n", 2)[2]
     assert "Merge method: **slerp**" in body and "layer_range" in body and "filter: self_attn" in body
     assert "12,859 of 12,859 rows used" in body and "2,400 of 2,418 rows used (dropped: 18 prompt over max_prompt_length)" in body
@@ -176,7 +180,7 @@ def test_card_tells_the_whole_lineage():
     assert "230 of 240 rows used, made from 100 rows read (dropped: 10 duplicate prompt)" in body
     assert "Rows: train 15,177, test 100." in body
     assert "| learning_rate | 5e-07 |" in body and "| rewards_accuracy | 0.75 |" in body
-    assert "| gsm8k | acc | 0.6391 |" in body
+    assert "| gsm8k | exact_match,strict-match | 0.6391 | 0.013 | 5 |" in body
     assert f"commit `{'a' * 40}`" in body
     assert "from_pretrained('me/Sakura-SOLRCA')" in body
 

@@ -49,6 +49,7 @@ def card_metadata(
     license: str | None = None,
     extra_tags: list[str] = (),  # type: ignore[assignment]
     recipe_dir: Path | None = None,
+    evaluations: list[dict[str, Any]] = (),  # type: ignore[assignment]
 ) -> dict[str, Any]:
     """The YAML front matter, in the Hub's conventions."""
     meta: dict[str, Any] = {}
@@ -82,7 +83,7 @@ def card_metadata(
             tags += ["lora", "peft"]
     tags += list(extra_tags)
     meta["tags"] = list(dict.fromkeys(tags))
-    index = _model_index(lineage, model_name)
+    index = _model_index(list(evaluations), model_name)
     if index:
         meta["model-index"] = index
     return meta
@@ -100,26 +101,38 @@ def _numeric(metrics: Any) -> dict[str, float]:
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def _model_index(lineage: list[dict[str, Any]], model_name: str) -> list[dict[str, Any]]:
-    """model-index entries from evaluation stages (``kind = "eval"``)."""
+def _model_index(evaluations: list[dict[str, Any]], model_name: str) -> list[dict[str, Any]]:
+    """The Hub's ``model-index``: one result per benchmark task an eval stage measured (a task whose results
+    name the dataset it reads: lm-eval's), each metric as lm-eval reports it, with the few-shot setting."""
     results = []
-    for stage in stages_of(lineage, "eval"):
-        metrics = stage.get("metrics") or {}
-        per_task = metrics.get("results") if isinstance(metrics.get("results"), dict) else None
-        tasks = per_task or {stage.get("name", "eval"): metrics}
-        for task, values in tasks.items():
-            numbers = _numeric(values)
-            if not numbers:
+    for evaluation in evaluations:
+        metrics = evaluation.get("metrics") or {}
+        tasks = metrics.get("tasks") or {}
+        for task, values in (metrics.get("results") or {}).items():
+            info = tasks.get(task) or {}
+            numbers = {k: v for k, v in _numeric(values).items() if not k.endswith("_stderr")}
+            if not info.get("dataset") or not numbers:
                 continue
-            results.append(
-                {
-                    "task": {"type": "text-generation", "name": "Text Generation"},
-                    "dataset": {"name": str(task), "type": str(task)},
-                    "metrics": [{"type": k, "value": v, "name": k} for k, v in numbers.items()],
-                    "source": {"name": "sakura eval stage", "url": "https://github.com/sakura-recipes/sakura"},
-                }
-            )
+            dataset: dict[str, Any] = {"name": str(info.get("name") or task),
+                                       "type": str(info["dataset"]) if info["dataset"] not in LOCAL_FORMATS else str(task)}
+            if info.get("config"):
+                dataset["config"] = str(info["config"])
+            if info.get("split"):
+                dataset["split"] = str(info["split"])
+            if isinstance(info.get("num_fewshot"), int):
+                dataset["args"] = {"num_few_shot": info["num_fewshot"]}
+            results.append({
+                "task": {"type": "text-generation", "name": "Text Generation"},
+                "dataset": dataset,
+                "metrics": [{"type": k.split(",")[0], "value": v, "name": k} for k, v in numbers.items()],
+                "source": {"name": f"sakura eval stage {evaluation.get('name')} ({metrics.get('evaluator', 'eval')})",
+                           "url": "https://github.com/EleutherAI/lm-evaluation-harness"},
+            })
     return [{"name": model_name, "results": results}] if results else []
+
+
+# lm-eval's dataset_path of a task reading local files: not a Hub dataset id
+LOCAL_FORMATS = ("json", "csv", "parquet", "text", "arrow")
 
 
 # -- the body ----------------------------------------------------------------------------------------
@@ -138,10 +151,12 @@ def render_card(
     dataset_stats: dict[str, dict[str, Any]] | None = None,
     recipe_dir: Path | None = None,
     published_by: list[dict[str, Any]] = (),  # type: ignore[assignment]
+    evaluations: list[dict[str, Any]] = (),  # type: ignore[assignment]
 ) -> str:
     import yaml
 
-    meta = card_metadata(lineage, model_name=model_name, license=license, extra_tags=extra_tags, recipe_dir=recipe_dir)
+    meta = card_metadata(lineage, model_name=model_name, license=license, extra_tags=extra_tags, recipe_dir=recipe_dir,
+                         evaluations=evaluations)
     front = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=1000)
     parts = [f"---\n{front}---\n", f"# {model_name}\n"]
     intro = description.strip() + "\n\n" if description.strip() else ""
@@ -160,10 +175,10 @@ def render_card(
             parts.append(_dataset_section(entry, (dataset_stats or {}).get(entry.get("fingerprint", ""))))
         elif kind == "train":
             parts.append(_train_section(entry))
-        elif kind == "eval":
-            parts.append(_eval_section(entry))
         elif kind not in ("model", None):
             parts.append(_generic_section(entry))
+    parts += [_eval_section(evaluation) for evaluation in evaluations]
+    parts += [_samples_section(evaluation) for evaluation in evaluations]
     parts.append(_load_section(load_reference))
     parts.append(_made_with_section(plugins_of(lineage, list(published_by))))
     parts.append(f"## Recipe\n\n```toml\n{recipe_text.rstrip()}\n```\n")
@@ -387,13 +402,38 @@ def _train_section(entry: dict[str, Any]) -> str:
 
 
 def _eval_section(entry: dict[str, Any]) -> str:
+    """An eval stage's results: task, metric, value, stderr and few-shot setting, with what produced them."""
     metrics = entry.get("metrics") or {}
-    per_task = metrics.get("results") if isinstance(metrics.get("results"), dict) else {entry.get("name"): metrics}
-    lines = [f"## Evaluation (stage `{entry.get('name')}`)\n", "| task | metric | value |", "|---|---|---|"]
-    for task, values in per_task.items():
-        for k, v in _numeric(values).items():
-            lines.append(f"| {task} | {k} | {_fmt(v)} |")
+    results = metrics.get("results") if isinstance(metrics.get("results"), dict) else {}
+    tasks = metrics.get("tasks") or {}
+    lines = [f"## Evaluation (stage `{entry.get('name')}`, {metrics.get('evaluator', 'eval')})\n",
+             "| task | metric | value | stderr | shots |", "|---|---|---|---|---|"]
+    for task, values in results.items():
+        numbers = _numeric(values)
+        shots = (tasks.get(task) or {}).get("num_fewshot")
+        for metric, value in numbers.items():
+            if metric.endswith("_stderr"):
+                continue
+            stderr = numbers.get(f"{metric}_stderr")
+            lines.append(f"| {task} | {metric} | {_fmt(value)} | {_fmt(stderr) if stderr is not None else ''} | "
+                         f"{shots if shots is not None else ''} |")
+    settings = {k: v for k, v in _clean(metrics.get("settings") or {}).items()
+                if k in ("limit", "apply_chat_template", "seed", "split", "pairs", "beta", "reference", "decoding",
+                         "max_new_tokens", "device")}
+    if settings:
+        lines.append("\nSettings: " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in settings.items()) + ".")
     return "\n".join(lines) + "\n"
+
+
+def _samples_section(entry: dict[str, Any]) -> str:
+    """A few of what the model said (an eval stage's samples), for a person to read."""
+    samples = [s for s in (entry.get("metrics") or {}).get("samples") or [] if isinstance(s, dict) and "completion" in s]
+    if not samples:
+        return ""
+    lines = [f"### Sample generations (stage `{entry.get('name')}`)\n"]
+    for sample in samples:
+        lines.append(f"**Prompt:** {sample.get('prompt', '')}\n\n```text\n{str(sample['completion']).rstrip()}\n```\n")
+    return "\n".join(lines)
 
 
 def plugins_of(lineage: list[dict[str, Any]], published_by: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -17,7 +17,8 @@ from typing import Any
 
 from pydantic import ConfigDict
 
-from sakura_core.errors import OptionError, PluginError, StageError, did_you_mean
+from sakura_core.engine import lineage_entry
+from sakura_core.errors import OptionError, StageError, did_you_mean
 from sakura_core.options import validate_options
 from sakura_core.options import Options
 from sakura_core.stage import CheckEnv, StageContext, StageKind
@@ -54,6 +55,9 @@ class PublishOptions(Options):
     ...)."""
     description: str = ""
     """A paragraph at the top of the model card, under its title."""
+    evals: list[str] | None = None
+    """Eval stages of this model whose results go on the model card (a results table, the Hub's
+    ``model-index``, sample generations) and into ``sakura-lineage.json``; unset: every eval stage of the model."""
 
     def publisher_raw(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
@@ -84,7 +88,22 @@ class PublishStage(StageKind):
     produces = "publication"
 
     def references(self, options: PublishOptions) -> dict[str, str]:
-        return {"model": options.model}
+        return {"model": options.model, **{f"evals[{i}]": name for i, name in enumerate(options.evals or [])}}
+
+    def resolve(self, options: PublishOptions, env: CheckEnv) -> PublishOptions:
+        """``evals`` unset: every stage that evaluates this model (it produces an evaluation and reads the model
+        as its ``model``); named: each must be one."""
+        def evaluates(name: str) -> bool:
+            stage = env.stages.get(name)
+            return stage is not None and stage.kind.produces == "evaluation" and stage.references.get("model") == options.model
+
+        if options.evals is None:
+            found = [name for name in env.stages if evaluates(name)]
+            return options.model_copy(update={"evals": found}) if found else options
+        for i, name in enumerate(options.evals):
+            if name in env.stages and not evaluates(name):
+                raise OptionError(f"evals[{i}]", f"stage {name!r} does not evaluate model {options.model!r}")
+        return options
 
     def check(self, options: PublishOptions, env: CheckEnv) -> None:
         publishers = env.plugins.publishers
@@ -136,6 +155,7 @@ class PublishStage(StageKind):
             store_root=ctx.store.root,
             recipe_dir=ctx.recipe_dir,
             published_by=ctx.credits,
+            evaluations=[lineage_entry(name, ctx.input(name).manifest) for name in options.evals or []],
         )
         env = PublishEnv(recipe_dir=ctx.recipe_dir, log=ctx.log, progress=ctx.progress)
         record = publisher.run(bundle, popts, env)
@@ -170,6 +190,7 @@ def build_bundle(
     store_root: Path | None = None,
     recipe_dir: Path | None = None,
     published_by: list[dict[str, Any]] | None = None,
+    evaluations: list[dict[str, Any]] | None = None,
 ) -> Bundle:
     """Write the card, lineage file and recipe copy into ``out_dir``; return every file to publish."""
     from sakura_core import __version__
@@ -187,7 +208,8 @@ def build_bundle(
         "files": {name: {"sha256": hash_file(path), "size": path.stat().st_size} for name, path in files.items()},
         "lineage": lineage,
         # every plugin distribution that made a stage of the lineage, or published it: name, version, code hash
-        "plugins": plugins_of(lineage, published_by or []),
+        "plugins": plugins_of(lineage + list(evaluations or []), published_by or []),
+        "evaluations": list(evaluations or []),
     }
     (out_dir / LINEAGE_FILE).write_text(json.dumps(lineage_doc, indent=2, sort_keys=True, default=str) + "\n")
     (out_dir / RECIPE_FILE).write_text(recipe_text)
@@ -205,6 +227,7 @@ def build_bundle(
         dataset_stats=dataset_stats(store_root, lineage) if store_root else None,
         recipe_dir=recipe_dir,
         published_by=published_by or [],
+        evaluations=evaluations or [],
     )
     (out_dir / CARD_FILE).write_text(card)
     for name in (CARD_FILE, LINEAGE_FILE, RECIPE_FILE):
@@ -256,8 +279,6 @@ def artifact_lineage(artifact_dir: Path) -> tuple[dict[str, Any], list[dict[str,
         return {}, []
     lineage = list(manifest.get("lineage") or [])
     if manifest.get("stage"):
-        from sakura_core.engine import lineage_entry
-
         lineage.append(lineage_entry(manifest["stage"], manifest))
     elif manifest.get("kind") == "model":
         lineage.append({"name": manifest.get("source", "model"), **manifest})
