@@ -19,6 +19,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from sakura_core.stage import SourceEnv
 
 GB = 1e9
+# What a stage's time estimate assumes: H100-class compute and memory bandwidth, at typical efficiency.
+TIME_BASIS = "H100-class GPU"
+GPU_FLOPS = 989e12 * 0.35  # bf16 dense peak at 35% utilization (batched forward passes)
+GPU_BYTES_PER_S = 3.35e12 * 0.6  # HBM bandwidth at 60% (token-by-token generation reads every weight per step)
 
 DTYPE_BYTES = {
     "float64": 8, "double": 8, "float32": 4, "float": 4, "fp32": 4, "float16": 2, "half": 2, "fp16": 2,
@@ -39,6 +43,7 @@ class Estimate:
     device: str = "gpu"  # where ``memory`` lives: "gpu" or "cpu"
     phases: dict[str, int] = field(default_factory=dict)  # total memory of each phase, when there are several
     upload: int | None = None  # bytes sent elsewhere (a Hub upload)
+    seconds: float | None = None  # rough wall time on one TIME_BASIS GPU (None: not estimated)
     notes: list[str] = field(default_factory=list)
     output: dict[str, Any] = field(default_factory=dict)
 
@@ -59,6 +64,7 @@ class Estimate:
             "memory": dict(self.memory),
             **({"phases": dict(self.phases)} if self.phases else {}),
             **({"upload_bytes": self.upload} if self.upload is not None else {}),
+            **({"seconds": round(self.seconds)} if self.seconds is not None else {}),
             "notes": list(self.notes),
         }
 
@@ -212,4 +218,15 @@ def describe(name: str, estimate: Estimate) -> str | None:
         parts.append(f"disk {human(total)} ({detail})")
     if estimate.upload is not None:
         parts.append(f"upload {human(estimate.upload)}")
+    if estimate.seconds is not None:
+        parts.append(f"time ~{duration(estimate.seconds)} (rough, on one {TIME_BASIS})")
     return f"{name}: " + " · ".join(parts) if parts else None
+
+
+def duration(seconds: float) -> str:
+    """``45 s``, ``12 min``, ``3.4 h``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

@@ -92,6 +92,15 @@ def run(hub, store: Path, *args: str) -> dict:
     return hub.run_json(*args, SAKURA_STORE=str(store))
 
 
+# The Open LLM Leaderboard's datasets are not on the loopback Hub: the recipes' openllm evals run the demo's
+# local multiple-choice task instead (recipes/tasks), on 8 of its questions.
+LOCAL_EVAL = '{ tasks = ["sakura_trivia"], task_files = ["tasks/sakura_trivia.yaml"], limit = 8 }'
+
+
+def local_evals(*stages: str) -> list[str]:
+    return [part for stage in stages for part in ("-s", f"stages.{stage}.options={LOCAL_EVAL}")]
+
+
 def statuses(out: dict) -> dict[str, str]:
     return {s["name"]: s["status"] for s in out["stages"]}
 
@@ -108,8 +117,9 @@ def test_solrca_math_runs_as_written_and_the_family_shares_artifacts(solar_hub, 
     hub, store = solar_hub, tmp_path / "store"
     assert "solrca_math" in FAMILY and (RECIPES / "solrca_math.toml").read_text().count("127.0.0.1") == 0
 
-    out = run(hub, store, "run", "recipes/solrca_math.toml")
-    assert statuses(out) == {"merge": "ran", "data": "ran", "dpo": "ran", "publish": "ran"}
+    out = run(hub, store, "run", "recipes/solrca_math.toml", *local_evals("openllm_merge", "openllm"))
+    assert statuses(out) == {"merge": "ran", "data": "ran", "dpo": "ran", "openllm_merge": "ran", "openllm": "ran",
+                             "publish": "ran"}
     stages = {s["name"]: s for s in out["stages"]}
 
     merged = json.loads((Path(stages["merge"]["artifact"]) / "config.json").read_text())
@@ -141,15 +151,20 @@ def test_solrca_math_runs_as_written_and_the_family_shares_artifacts(solar_hub, 
     assert f'| optim | "{ran}" | ' in card and "| activation_checkpointing | true | recipe |" in card
     if dpo["trainer_config"].get("use_cpu"):
         assert ran == "adamw_torch" and '| optim | "adamw_torch" | recipe said "paged_adamw_32bit" |' in card
+    # The card carries the DPO model's evaluation (not the merge's), with the Hub's model-index.
+    assert "## Evaluation (stage `openllm`, lm-eval)" in card and "`openllm_merge`" not in card
+    front = card.split("---")[1]
+    assert "model-index:" in front and "type: sakura_trivia" in front
 
     # v1 differs only in its LoRA targets: the merge, the data and the reference log-probs are shared.
-    out = run(hub, store, "run", "recipes/solrca_math_v1.toml")
-    assert statuses(out) == {"merge": "cached", "data": "cached", "dpo": "ran", "publish": "ran"}
+    out = run(hub, store, "run", "recipes/solrca_math_v1.toml", *local_evals("openllm_merge", "openllm"))
+    assert statuses(out) == {"merge": "cached", "data": "cached", "dpo": "ran", "openllm_merge": "cached", "openllm": "ran",
+                             "publish": "ran"}
     assert {s["name"]: s for s in out["stages"]}["dpo"]["metrics"]["ref_cache_hit"] is True
 
     # The merge alone, published: nothing is merged again.
-    out = run(hub, store, "run", "recipes/sakura_solar_instruct.toml")
-    assert statuses(out) == {"merge": "cached", "publish": "ran"}
+    out = run(hub, store, "run", "recipes/sakura_solar_instruct.toml", *local_evals("openllm"))
+    assert statuses(out) == {"merge": "cached", "openllm": "cached", "publish": "ran"}  # the merge's eval: shared
     assert any(name.endswith(".safetensors") for name in hub.files("tester/Sakura-SOLAR-Instruct"))
 
     # The other variants: the merge is already there; only their own data and training would run.

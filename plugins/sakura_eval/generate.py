@@ -64,6 +64,17 @@ class Generate(Evaluator):
         path = _path(options.prompts_file, env.recipe_dir)
         return {"prompts_file": {os.path.relpath(path, env.recipe_dir): hash_path(path)}}
 
+    def estimate(self, options: GenerateOptions, config: dict[str, Any] | None, env: Any) -> Any:
+        from sakura_eval.estimate import generate_estimate
+
+        prompts = len(options.prompts)
+        if options.prompts_file:
+            try:
+                prompts += len(read_prompts(_path(options.prompts_file, env.recipe_dir)))
+            except ValueError:
+                pass  # check() reports it
+        return generate_estimate(config, prompts, options.batch_size, options.max_new_tokens)
+
     def run(self, job: EvalJob) -> EvalResult:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -32,4 +32,5 @@ EVALUATORS: RegistrySpec[Evaluator] = RegistrySpec(
     contract="sakura_eval.contract:Evaluator",
     title="Evaluators",
     named_by="`evaluator` in an eval stage (its options in the stage's `options` table)",
+    render="sakura_eval.docs:render_evaluator",
 )

@@ -107,8 +107,10 @@ class LmEval(Evaluator):
                     raise OptionError(f"options.task_files[{i}]", str(exc)) from None
         from sakura_eval.tasks import known_names
 
-        known = known_names() | defined
         for i, task in enumerate(options.tasks):
+            if task in defined:
+                continue  # a task file's own: lm-eval's index (14,000 names) is not read
+            known = known_names() | defined
             if task not in known:
                 raise OptionError(f"options.tasks[{i}]", f"unknown lm-eval task {task!r}{did_you_mean(task, known)}"
                                   " (lm-eval's tasks, or one defined in task_files)")
@@ -133,6 +135,11 @@ class LmEval(Evaluator):
                 for data in local_data_files(read_task_file(path), env.recipe_dir):
                     files[os.path.relpath(data, env.recipe_dir)] = hash_path(data)
         return {"lm_eval": version("lm-eval"), "task_files": files}
+
+    def estimate(self, options: LmEvalOptions, config: dict[str, Any] | None, env: Any) -> Any:
+        from sakura_eval.estimate import lm_eval_estimate
+
+        return lm_eval_estimate(options, config)
 
     def run(self, job: EvalJob) -> EvalResult:
         import lm_eval

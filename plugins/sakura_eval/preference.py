@@ -33,7 +33,7 @@ DEFAULT_BETA = 0.1  # trl's DPOConfig default
 
 
 class PreferenceOptions(Options):
-    """Options of ``evaluator = "preference"`` (inputs: ``dataset``, and ``reference``)."""
+    """Options of ``evaluator = "preference"``."""
 
     split: str = "test"
     """Split of the dataset to score: the held-out pairs a dataset stage's ``test_size`` makes."""
@@ -51,7 +51,8 @@ class Preference(Evaluator):
     Options = PreferenceOptions
     inputs = {
         "dataset": "a dataset stage whose held-out split holds the preference pairs",
-        "reference": "the reference model of the rewards; default: the model the train stage started from",
+        "reference": "the reference model of the rewards (a model or a stage); default: the model the train stage "
+                     "started from",
     }
     required_inputs = ("dataset", "reference")
     libraries = ("trl", "datasets")
@@ -67,6 +68,11 @@ class Preference(Evaluator):
             if isinstance(beta, (int, float)) and not isinstance(beta, bool):
                 options = options.model_copy(update={"beta": float(beta)})
         return options, inputs
+
+    def estimate(self, options: PreferenceOptions, config: dict[str, Any] | None, env: Any) -> Any:
+        from sakura_eval.estimate import two_model_estimate
+
+        return two_model_estimate(config, options.batch_size, options.max_length or 2048)
 
     def run(self, job: EvalJob) -> EvalResult:
         import datasets

@@ -17,7 +17,6 @@ from typing import Any
 
 from pydantic import ConfigDict
 
-from sakura_core.engine import lineage_entry
 from sakura_core.errors import OptionError, StageError, did_you_mean
 from sakura_core.options import validate_options
 from sakura_core.options import Options
@@ -136,6 +135,8 @@ class PublishStage(StageKind):
         return Estimate(upload=size)
 
     def run(self, ctx: StageContext) -> dict[str, Any]:
+        from sakura_core.engine import lineage_entry
+
         options: PublishOptions = ctx.options
         publisher = get_publisher(ctx.plugins, options.publisher)
         popts = publisher_options(publisher, options)
@@ -279,6 +280,8 @@ def artifact_lineage(artifact_dir: Path) -> tuple[dict[str, Any], list[dict[str,
         return {}, []
     lineage = list(manifest.get("lineage") or [])
     if manifest.get("stage"):
+        from sakura_core.engine import lineage_entry
+
         lineage.append(lineage_entry(manifest["stage"], manifest))
     elif manifest.get("kind") == "model":
         lineage.append({"name": manifest.get("source", "model"), **manifest})
