@@ -150,12 +150,14 @@ class LmEval(Evaluator):
         include = list(dict.fromkeys(str(p.parent) for i, entry in enumerate(options.task_files)
                                      for p in _task_yaml_files(job.recipe_dir, entry, f"options.task_files[{i}]")))
         multiturn = options.apply_chat_template if options.fewshot_as_multiturn is None else options.fewshot_as_multiturn
-        with quiet_lm_eval(), working_directory(job.recipe_dir), lm_eval_progress(job.progress):
+        label: list[str] = []  # the tasks of the simple_evaluate call running: what the progress bars say
+        with quiet_lm_eval(), working_directory(job.recipe_dir), lm_eval_progress(job.progress, label):
             job.log("indexing lm-eval's tasks")
             manager = TaskManager(include_path=include or None)
             lm = load_lm(options, job)
             results: dict[str, Any] = {}
             for shots, tasks in _by_fewshot(options.task_fewshot()).items():
+                label[:] = tasks
                 try:
                     out = lm_eval.simple_evaluate(
                         model=lm, tasks=tasks, num_fewshot=shots, limit=options.limit, task_manager=manager,
@@ -298,12 +300,14 @@ def quiet_lm_eval() -> Any:
 
 
 @contextlib.contextmanager
-def lm_eval_progress(progress: Any) -> Any:
-    """lm-eval's request loops (``Running loglikelihood requests``, ...) drawn as sakura progress bars."""
+def lm_eval_progress(progress: Any, tasks: list[str]) -> Any:
+    """lm-eval's request loops drawn as sakura progress bars, named by the tasks whose requests they run
+    (``arc_challenge: Running loglikelihood requests``): lm-eval batches the requests of one call's tasks
+    together, and each few-shot setting of a preset is its own call."""
     import lm_eval.api.model as api_model
     import lm_eval.models.huggingface as hf
 
-    bar = progress_bar_class(progress)
+    bar = progress_bar_class(progress, tasks)
     saved = [(module, getattr(module, "tqdm", None)) for module in (hf, api_model)]
     for module, _ in saved:
         if hasattr(module, "tqdm"):
@@ -316,7 +320,7 @@ def lm_eval_progress(progress: Any) -> Any:
                 module.tqdm = original
 
 
-def progress_bar_class(progress: Any) -> type:
+def progress_bar_class(progress: Any, tasks: list[str]) -> type:
     class ProgressBar:
         """The part of tqdm's interface lm-eval's models use, reporting to a sakura progress bar."""
 
@@ -324,7 +328,8 @@ def progress_bar_class(progress: Any) -> type:
             self.iterable = iterable
             if total is None and iterable is not None and hasattr(iterable, "__len__"):
                 total = len(iterable)
-            self.task = progress((desc or "requests").strip(": "), total, "requests")
+            what = (desc or "requests").strip(": ")
+            self.task = progress(f"{', '.join(tasks)}: {what}" if tasks else what, total, "requests")
 
         def __iter__(self) -> Any:
             for item in self.iterable:
