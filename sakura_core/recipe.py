@@ -112,7 +112,7 @@ class Stage:
 @dataclass
 class Recipe:
     path: Path
-    text: str
+    text: str  # the recipe as it ran: the file's text, or the data with overrides applied (see as_run)
     name: str
     description: str
     store_dir: Path
@@ -148,7 +148,18 @@ def load_recipe(
     except tomllib.TOMLDecodeError as exc:
         raise RecipeError(f"invalid TOML: {exc}", file=file) from None
     data = apply_overrides(data, overrides, file)
-    return validate_recipe(data, path=path.resolve(), text=text, plugins=plugins, store=store)
+    return validate_recipe(data, path=path.resolve(), text=as_run(text, data, overrides), plugins=plugins, store=store)
+
+
+def as_run(text: str, data: dict[str, Any], changes: list[str]) -> str:
+    """The recipe text a run records and publishes: the file as written when nothing changed it, else the
+    data it ran with, as TOML, headed by what changed (so the published recipe reproduces the model)."""
+    if not changes:
+        return text
+    from sakura_core.tomltext import dumps
+
+    header = "".join(f"# applied: {change}\n" for change in changes)
+    return "# the recipe as it ran\n" + header + "\n" + dumps(data)
 
 
 def validate_recipe(

@@ -263,3 +263,21 @@ def test_gc_keeps_side_artifacts_while_what_they_were_computed_from_is_kept(tmp_
         store.commit(store.begin(fingerprint), fingerprint, manifest)
     store.gc(keep={"model", "data"})
     assert sorted(a.fingerprint for a in store.list()) == ["data", "model", "ref-1"]
+
+
+def test_the_recipe_recorded_is_the_recipe_as_it_ran(write_recipe):
+    """With overrides, manifests (and so published cards and recipe files) hold the data that ran, as TOML."""
+    import tomllib
+
+    from sakura_core.recipe import apply_overrides
+
+    path = write_recipe(PIPELINE)
+    plain = run(path)
+    manifest = json.loads((plain.outcome("b").artifact / MANIFEST).read_text())
+    assert manifest["recipe"]["text"] == path.read_text()  # nothing changed it: the file, comments and all
+    changed = run(path, overrides=["stages.b.text=\"bzz\"", "stages.b.repeat=2"])
+    manifest = json.loads((changed.outcome("b").artifact / MANIFEST).read_text())
+    text = manifest["recipe"]["text"]
+    assert text.startswith("# the recipe as it ran\n# applied: stages.b.text=\"bzz\"\n# applied: stages.b.repeat=2\n")
+    expected = apply_overrides(tomllib.loads(path.read_text()), ["stages.b.text=\"bzz\"", "stages.b.repeat=2"], "r.toml")
+    assert tomllib.loads(text) == expected
