@@ -68,7 +68,7 @@ class Hub:
     def python(self, *args: str, cwd: Path | None = None, **env_args) -> subprocess.CompletedProcess:
         started = time.monotonic()
         done = subprocess.run(
-            [sys.executable, *args], capture_output=True, text=True, cwd=cwd or REPO_ROOT, env=self.env(**env_args), timeout=300
+            [sys.executable, *args], capture_output=True, text=True, cwd=cwd or REPO_ROOT, env=self.env(**env_args), timeout=900
         )
         self.outputs += [done.stdout, done.stderr]
         done.seconds = time.monotonic() - started  # type: ignore[attr-defined]

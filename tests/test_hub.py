@@ -319,12 +319,13 @@ def test_demo_recipe_publishes_to_the_hub(hub, tmp_path):
     """recipes/tiny.toml (merge -> data -> DPO -> publish), its publish stage pointed at the loopback Hub."""
     demo = Path(__file__).resolve().parent.parent / "recipes"
     shutil.copytree(demo / "data", tmp_path / "data")
+    shutil.copytree(demo / "tasks", tmp_path / "tasks")
     text = (demo / "tiny.toml").read_text()
     head = text[: text.index("[stages.publish]")]
     recipe = tmp_path / "tiny.toml"
     recipe.write_text(head + '[stages.publish]\nkind = "publish"\npublisher = "hub"\nmodel = "dpo"\nrepo_id = "tester/tiny-sakura"\n')
     quick = [  # a few rows and steps: this checks publishing, not training
-        "-s", 'stages.data.sources=[{adapter="orca", path="data/tiny_orca.jsonl", max_rows=8}]',
+        "-s", 'stages.data.sources=[{adapter="orca", path="data/tiny_orca.jsonl", max_rows=12}]',
         "-s", "stages.dpo.args={learning_rate=5e-5, beta=0.1, per_device_train_batch_size=4, max_steps=2, max_length=256, seed=42}",
     ]
     done, result = run_json(hub, recipe, tmp_path / "store", *quick)
@@ -344,6 +345,6 @@ def test_demo_recipe_publishes_to_the_hub(hub, tmp_path):
     front = yaml.safe_load(card.split("---\n", 2)[1])
     assert {"sakura", "merge", "mergekit", "slerp", "dpo", "trl", "lora"} <= set(front["tags"])
     for words in ("## Merge (stage `merge`)", "value: [0, 0.5, 0.3, 0.7, 1]", "## Data (stage `data`)",
-                  "8 of 64 rows used", "## Training (stage `dpo`)", "| beta | 0.1 |", "| max_steps | 2 |",
+                  "12 of 64 rows used", "## Training (stage `dpo`)", "| beta | 0.1 |", "| max_steps | 2 |",
                   "| reward_accuracy |", "## Recipe", 'repo_id = "tester/tiny-sakura"', "from_pretrained('tester/tiny-sakura')"):
         assert words in card, words
