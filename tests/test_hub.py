@@ -318,14 +318,16 @@ def test_hub_dataset_repo_loads_with_datasets(hub):
 def test_demo_recipe_publishes_to_the_hub(hub, tmp_path):
     """recipes/tiny.toml (merge -> data -> DPO -> publish), its publish stage pointed at the loopback Hub."""
     demo = Path(__file__).resolve().parent.parent / "recipes"
-    shutil.copytree(demo / "data", tmp_path / "data")
+    for folder in ("data", "tasks"):  # the demo's data and its eval stage's task
+        shutil.copytree(demo / folder, tmp_path / folder)
     text = (demo / "tiny.toml").read_text()
     head = text[: text.index("[stages.publish]")]
     recipe = tmp_path / "tiny.toml"
     recipe.write_text(head + '[stages.publish]\nkind = "publish"\npublisher = "hub"\nmodel = "dpo"\nrepo_id = "tester/tiny-sakura"\n')
-    quick = [  # a few rows and steps: this checks publishing, not training
-        "-s", 'stages.data.sources=[{adapter="orca", path="data/tiny_orca.jsonl", max_rows=8}]',
+    quick = [  # a few rows, steps and questions: this checks publishing, not training (8 rows are held out)
+        "-s", 'stages.data.sources=[{adapter="orca", path="data/tiny_orca.jsonl", max_rows=16}]',
         "-s", "stages.dpo.args={learning_rate=5e-5, beta=0.1, per_device_train_batch_size=4, max_steps=2, max_length=256, seed=42}",
+        "-s", 'stages.trivia.options={tasks=["sakura_trivia"], task_files=["tasks/sakura_trivia.yaml"], limit=4}',
     ]
     done, result = run_json(hub, recipe, tmp_path / "store", *quick)
     assert done.returncode == 0, done.stderr
@@ -344,6 +346,6 @@ def test_demo_recipe_publishes_to_the_hub(hub, tmp_path):
     front = yaml.safe_load(card.split("---\n", 2)[1])
     assert {"sakura", "merge", "mergekit", "slerp", "dpo", "trl", "lora"} <= set(front["tags"])
     for words in ("## Merge (stage `merge`)", "value: [0, 0.5, 0.3, 0.7, 1]", "## Data (stage `data`)",
-                  "8 of 64 rows used", "## Training (stage `dpo`)", "| beta | 0.1 |", "| max_steps | 2 |",
+                  "16 of 64 rows used", "## Training (stage `dpo`)", "| beta | 0.1 |", "| max_steps | 2 |",
                   "| reward_accuracy |", "## Recipe", 'repo_id = "tester/tiny-sakura"', "from_pretrained('tester/tiny-sakura')"):
         assert words in card, words

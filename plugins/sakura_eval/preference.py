@@ -78,6 +78,7 @@ class Preference(Evaluator):
         import datasets
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.trainer_callback import PrinterCallback
         from trl import DPOConfig, DPOTrainer
 
         options: PreferenceOptions = job.options
@@ -100,6 +101,7 @@ class Preference(Evaluator):
         job.log(f"scoring {len(pairs)} pairs of {data.name}/{options.split} against {job.inputs['reference'].name}")
         trainer = DPOTrainer(model=policy, ref_model=reference, args=config, train_dataset=pairs, eval_dataset=pairs,
                              processing_class=tokenizer)
+        trainer.remove_callback(PrinterCallback)  # it prints the metrics on stdout, into `sakura run --json`
         with job.progress("preference pairs", len(pairs), "pairs") as task:
             metrics = trainer.evaluate()
             task.update(len(pairs))
