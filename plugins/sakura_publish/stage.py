@@ -142,6 +142,7 @@ class PublishStage(StageKind):
         popts = publisher_options(publisher, options)
         model = ctx.input(options.model)
         lineage = list(ctx.lineage)
+        parents = published_parents(lineage, model.fingerprint, ctx.store, ctx.plugins.publishers)
         bundle = build_bundle(
             model_dir=model.path,
             model_name=model.name,
@@ -157,12 +158,66 @@ class PublishStage(StageKind):
             recipe_dir=ctx.recipe_dir,
             published_by=ctx.credits,
             evaluations=[lineage_entry(name, ctx.input(name).manifest) for name in options.evals or []],
+            published=parents,
         )
         env = PublishEnv(recipe_dir=ctx.recipe_dir, log=ctx.log, progress=ctx.progress)
         record = publisher.run(bundle, popts, env)
-        record = {"publisher": options.publisher, "model": model.name, "model_fingerprint": model.fingerprint, **record}
+        record = {"publisher": options.publisher, "model": model.name, "model_fingerprint": model.fingerprint,
+                  "digest": model.digest, **record}
+        remember(ctx.store, record)
+        # the parents the card names: a stage published later makes the card outdated (see outdated)
+        record["parents"] = {fp: parent["repo_id"] for fp, parent in parents.items()}
         (ctx.output_dir / RECORD_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
         return {"files": len(bundle.files), "bytes": bundle.total_bytes, **{k: v for k, v in record.items() if isinstance(v, (str, int, float, bool))}}
+
+    def outdated(self, options: PublishOptions, artifact: Any, env: Any) -> str | None:
+        """The destination no longer holds what was published (the publisher checks: a Hub repo deleted or
+        overwritten), or a stage the model descends from was published since: the card would name it now."""
+        try:
+            record = json.loads((artifact.path / RECORD_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+        publisher = get_publisher(env.plugins, options.publisher)
+        gone = publisher.outdated(record, publisher_options(publisher, options))
+        if gone:
+            return gone
+        lineage = artifact.manifest.get("lineage") or []
+        now = published_parents(lineage, record.get("model_fingerprint", ""), env.store, env.plugins.publishers)
+        named = record.get("parents") or {}
+        for entry in lineage:
+            fingerprint = entry.get("fingerprint")
+            if fingerprint in now and named.get(fingerprint) != now[fingerprint]["repo_id"]:
+                return (f"stage {entry.get('name')} was published as {now[fingerprint]['repo_id']} since: "
+                        "the model card names it as the parent now")
+        return None
+
+
+def remember(store: Any, record: dict[str, Any]) -> None:
+    """Record in the store where the model went, against its fingerprint, so that the cards of the models
+    made from it name the published repo as their parent."""
+    where = record.get("url") or record.get("path")
+    if where and record.get("model_fingerprint"):
+        destination = f"{record['publisher']}:{where}" + (f"@{record['revision']}" if record.get("revision") else "")
+        store.record_publication(record["model_fingerprint"], destination, record)
+
+
+def published_parents(lineage: list[dict[str, Any]], model_fingerprint: str, store: Any, publishers: Any) -> dict[str, dict[str, Any]]:
+    """The stages of the lineage that are on the Hub, ``{fingerprint: {repo_id, commit, url}}``: each one's
+    newest publication of the same bytes (digest) that its publisher names by a Hub repo id."""
+    found: dict[str, dict[str, Any]] = {}
+    for entry in lineage:
+        fingerprint = entry.get("fingerprint")
+        if entry.get("kind") == "model" or not fingerprint or fingerprint == model_fingerprint:
+            continue
+        for record in store.publications(fingerprint):
+            if entry.get("digest") and record.get("digest") and record["digest"] != entry["digest"]:
+                continue  # published before a forced rebuild made other bytes under the same fingerprint
+            publisher = publishers.get(record["publisher"]) if record.get("publisher") in publishers else None
+            repo_id = publisher.hub_id(record) if publisher is not None else None
+            if repo_id:
+                found[fingerprint] = {"repo_id": repo_id, "commit": record.get("commit"), "url": record.get("url")}
+                break
+    return found
 
 
 def _recipe_name(ctx: StageContext) -> str:
@@ -192,11 +247,13 @@ def build_bundle(
     recipe_dir: Path | None = None,
     published_by: list[dict[str, Any]] | None = None,
     evaluations: list[dict[str, Any]] | None = None,
+    published: dict[str, dict[str, Any]] | None = None,
 ) -> Bundle:
-    """Write the card, lineage file and recipe copy into ``out_dir``; return every file to publish."""
+    """Write the card, lineage file and recipe copy into ``out_dir``; return every file to publish.
+    ``published``: the stages of the lineage already on the Hub (``published_parents``)."""
     from sakura_core import __version__
     from sakura_core.hashing import hash_file
-    from sakura_publish.card import plugins_of, render_card
+    from sakura_publish.card import hub_dataset_commits, hub_models, plugins_of, render_card
 
     check_model_artifact(model_dir)
     files = model_files(model_dir)
@@ -211,6 +268,11 @@ def build_bundle(
         # every plugin distribution that made a stage of the lineage, or published it: name, version, code hash
         "plugins": plugins_of(lineage + list(evaluations or []), published_by or []),
         "evaluations": list(evaluations or []),
+        # every Hub input at the commit it was read at, and the stages already on the Hub (the model's parents)
+        "hub_models": [{"id": e["id"], "commit": e.get("sha")} for e in hub_models(lineage)],
+        "hub_datasets": hub_dataset_commits(lineage),
+        "published_stages": {e["name"]: published[e["fingerprint"]] for e in lineage
+                             if e.get("fingerprint") in (published or {})},
     }
     (out_dir / LINEAGE_FILE).write_text(json.dumps(lineage_doc, indent=2, sort_keys=True, default=str) + "\n")
     (out_dir / RECIPE_FILE).write_text(recipe_text)
@@ -229,6 +291,7 @@ def build_bundle(
         recipe_dir=recipe_dir,
         published_by=published_by or [],
         evaluations=evaluations or [],
+        published=published or {},
     )
     (out_dir / CARD_FILE).write_text(card)
     for name in (CARD_FILE, LINEAGE_FILE, RECIPE_FILE):
