@@ -310,3 +310,32 @@ def test_a_stage_published_with_other_bytes_is_not_named():
     assert published_parents(lineage, "f5", store, {"hub": Hub()}) == {}
     store.record_publication("f3", "hub:y@main", {"publisher": "hub", "repo_id": "me/merge2", "digest": "now", "commit": "c"})
     assert published_parents(lineage, "f5", store, {"hub": Hub()}) == {"f3": {"repo_id": "me/merge2", "commit": "c", "url": None}}
+
+
+def test_an_adapter_published_alone_names_the_model_it_applies_to(tmp_path):
+    """adapter = true: the train stage's adapter/, a card with base_model_relation adapter (peft), and an
+    adapter_config.json that points to the base on the Hub instead of the store path it was trained on."""
+    from sakura_core.errors import StageError
+    from sakura_publish.stage import build_bundle
+
+    adapter = tmp_path / "dpo" / "adapter"
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "/store/artifacts/f3", "r": 16}))
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights")
+    published = {"f3": {"repo_id": "me/Sakura-SOLAR-Instruct", "commit": "c" * 40, "url": "x"}}
+
+    def bundle(parents):
+        return build_bundle(model_dir=adapter, model_name="dpo", model_fingerprint="f5", lineage=family_lineage(),
+                            recipe_name="m", recipe_file="m.toml", recipe_text='name = "m"\n', out_dir=tmp_path / "out",
+                            load_reference="me/m-adapter", published=parents, adapter=True)
+
+    made = bundle(published)
+    assert sorted(made.files) == ["README.md", "adapter_config.json", "adapter_model.safetensors", "sakura-lineage.json",
+                                  "sakura-recipe.toml"]
+    assert json.loads(made.files["adapter_config.json"].read_text()) == {"base_model_name_or_path": "me/Sakura-SOLAR-Instruct", "r": 16}
+    card = made.files["README.md"].read_text()
+    front = valid_front_matter(card)
+    assert (front["base_model"], front["base_model_relation"], front["library_name"]) == ("me/Sakura-SOLAR-Instruct", "adapter", "peft")
+    assert "(this repository holds the adapter alone)" in card
+    with pytest.raises(StageError, match=r"^the adapter of dpo applies to a model that is not on the Hub: publish that model first"):
+        bundle({})

@@ -55,11 +55,13 @@ class Tree:
     steps: list[dict[str, Any]] = field(default_factory=list)  # lineage entries, oldest first, the model last
 
 
-def model_tree(lineage: list[dict[str, Any]], fingerprint: str, published: dict[str, dict[str, Any]]) -> Tree:
+def model_tree(lineage: list[dict[str, Any]], fingerprint: str, published: dict[str, dict[str, Any]],
+               adapter: bool = False) -> Tree:
     """The model's parents on the Hub: the nearest ancestors that are Hub models or were published
     (``published``: stage fingerprint -> its Hub repo), climbing through the stages that were not.
 
-    A fine-tune of a published merge names that repo (``finetune``); a merge names what it merged (``merge``). A fine-tune of a merge that was never published
+    A fine-tune of a published merge names that repo (``finetune``); a merge names what it merged (``merge``);
+    a LoRA adapter published alone (``adapter``) names the model it applies to, which must be on the Hub. A fine-tune of a merge that was never published
     names the merged models, the form the Hub's docs give for a merge (``base_model`` lists them): the Hub
     has no id for the merge itself, and the card says in words what happened.
     """
@@ -72,6 +74,11 @@ def model_tree(lineage: list[dict[str, Any]], fingerprint: str, published: dict[
         if entry.get("kind") == "model":
             return entry.get("id") if _is_hub_model(entry) else None
         return (published.get(entry.get("fingerprint", "")) or {}).get("repo_id")
+
+    if adapter:  # it applies to the very model it was trained on: its parent, or nothing the Hub can name
+        ids = [hub_id(parent) for parent in _model_parents(model, lineage, by_fingerprint)]
+        named = [i for i in ids if i]
+        return Tree(named, "adapter", [model]) if named and len(named) == len(ids) else Tree([], None, [model])
 
     bases: list[str] = []
     between: list[dict[str, Any]] = []
@@ -156,7 +163,7 @@ def card_metadata(
     license = license or _inherited_license(lineage)
     if license:
         meta["license"] = license
-    meta["library_name"] = "transformers"
+    meta["library_name"] = "peft" if tree.relation == "adapter" else "transformers"
     meta["pipeline_tag"] = "text-generation"
     tags = ["sakura"]
     for merge in merges:
@@ -241,12 +248,13 @@ def render_card(
     published_by: list[dict[str, Any]] = (),  # type: ignore[assignment]
     evaluations: list[dict[str, Any]] = (),  # type: ignore[assignment]
     published: dict[str, dict[str, Any]] | None = None,
+    adapter: bool = False,
 ) -> str:
     """The card. ``published``: the stages of the lineage already on the Hub (fingerprint -> ``repo_id``,
-    ``commit``, ``url``), named as the model's parents."""
+    ``commit``, ``url``), named as the model's parents; ``adapter``: the repository holds a LoRA adapter alone."""
     import yaml
 
-    tree = model_tree(lineage, fingerprint, published or {})
+    tree = model_tree(lineage, fingerprint, published or {}, adapter)
     meta = card_metadata(lineage, model_name=model_name, tree=tree, license=license, extra_tags=extra_tags,
                          recipe_dir=recipe_dir, evaluations=evaluations)
     front = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=1000)
@@ -267,7 +275,7 @@ def render_card(
         elif kind == "dataset":
             parts.append(_dataset_section(entry, (dataset_stats or {}).get(entry.get("fingerprint", ""))))
         elif kind == "train":
-            parts.append(_train_section(entry))
+            parts.append(_train_section(entry, alone=adapter and entry is tree.steps[-1]))
         elif kind not in ("model", None):
             parts.append(_generic_section(entry))
     parts += [_eval_section(evaluation) for evaluation in evaluations]
@@ -524,13 +532,14 @@ def _row_counts(metrics: Any, stats: dict[str, Any] | None) -> dict[str, int]:
     return counts
 
 
-def _train_section(entry: dict[str, Any]) -> str:
+def _train_section(entry: dict[str, Any], alone: bool = False) -> str:
     options = entry.get("options") or {}
     trainer = options.get("trainer", "?")
     lines = [f"## Training (stage `{entry.get('name')}`)\n", f"Trainer: **{trainer}** (trl), on `{options.get('model', '?')}` with data `{options.get('dataset', '?')}`."]
     lora = options.get("lora")
     if lora:
-        lines.append("LoRA: " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in _clean(lora).items()) + " (merged into the weights).")
+        where = "this repository holds the adapter alone" if alone else "merged into the weights"
+        lines.append("LoRA: " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in _clean(lora).items()) + f" ({where}).")
     args = options.get("args") or {}
     metrics = entry.get("metrics") or {}
     resolved = metrics.get("trainer_config")

@@ -33,6 +33,8 @@ from sakura_publish.publisher import (
 )
 
 LINEAGE_FORMAT = "sakura-lineage/1"
+ADAPTER_DIR = "adapter"  # where a train stage keeps its LoRA adapter
+ADAPTER_CONFIG = "adapter_config.json"
 
 
 class PublishOptions(Options):
@@ -57,6 +59,10 @@ class PublishOptions(Options):
     evals: list[str] | None = None
     """Eval stages of this model whose results go on the model card (a results table, the Hub's
     ``model-index``, sample generations) and into ``sakura-lineage.json``; unset: every eval stage of the model."""
+    adapter: bool = False
+    """Publish the LoRA adapter alone (a train stage's ``adapter/``) instead of the whole model: the card names
+    the model it applies to (``base_model_relation: adapter``), which must be on the Hub (a Hub model, or a
+    stage published before), and ``adapter_config.json`` points to it there."""
 
     def publisher_raw(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
@@ -144,7 +150,7 @@ class PublishStage(StageKind):
         lineage = list(ctx.lineage)
         parents = published_parents(lineage, model.fingerprint, ctx.store, ctx.plugins.publishers)
         bundle = build_bundle(
-            model_dir=model.path,
+            model_dir=model.path / ADAPTER_DIR if options.adapter else model.path,
             model_name=model.name,
             model_fingerprint=model.fingerprint,
             lineage=lineage,
@@ -159,11 +165,12 @@ class PublishStage(StageKind):
             published_by=ctx.credits,
             evaluations=[lineage_entry(name, ctx.input(name).manifest) for name in options.evals or []],
             published=parents,
+            adapter=options.adapter,
         )
         env = PublishEnv(recipe_dir=ctx.recipe_dir, log=ctx.log, progress=ctx.progress)
         record = publisher.run(bundle, popts, env)
         record = {"publisher": options.publisher, "model": model.name, "model_fingerprint": model.fingerprint,
-                  "digest": model.digest, **record}
+                  "digest": model.digest, **({"adapter": True} if options.adapter else {}), **record}
         remember(ctx.store, record)
         # the parents the card names: a stage published later makes the card outdated (see outdated)
         record["parents"] = {fp: parent["repo_id"] for fp, parent in parents.items()}
@@ -212,6 +219,8 @@ def published_parents(lineage: list[dict[str, Any]], model_fingerprint: str, sto
         for record in store.publications(fingerprint):
             if entry.get("digest") and record.get("digest") and record["digest"] != entry["digest"]:
                 continue  # published before a forced rebuild made other bytes under the same fingerprint
+            if record.get("adapter"):
+                continue  # its adapter alone: not the model that what descends from it was made from
             publisher = publishers.get(record["publisher"]) if record.get("publisher") in publishers else None
             repo_id = publisher.hub_id(record) if publisher is not None else None
             if repo_id:
@@ -248,16 +257,24 @@ def build_bundle(
     published_by: list[dict[str, Any]] | None = None,
     evaluations: list[dict[str, Any]] | None = None,
     published: dict[str, dict[str, Any]] | None = None,
+    adapter: bool = False,
 ) -> Bundle:
     """Write the card, lineage file and recipe copy into ``out_dir``; return every file to publish.
-    ``published``: the stages of the lineage already on the Hub (``published_parents``)."""
+    ``published``: the stages of the lineage already on the Hub (``published_parents``); ``adapter``:
+    ``model_dir`` is a LoRA adapter, published alone."""
     from sakura_core import __version__
     from sakura_core.hashing import hash_file
     from sakura_publish.card import hub_dataset_commits, hub_models, plugins_of, render_card
 
-    check_model_artifact(model_dir)
-    files = model_files(model_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if adapter:
+        check_adapter_artifact(model_dir)
+        files = model_files(model_dir)
+        base = adapter_base(lineage, model_fingerprint, published or {})
+        files[ADAPTER_CONFIG] = point_adapter_to(files[ADAPTER_CONFIG], base, out_dir)
+    else:
+        check_model_artifact(model_dir)
+        files = model_files(model_dir)
     lineage_doc = {
         "format": LINEAGE_FORMAT,
         "sakura_version": __version__,
@@ -292,6 +309,7 @@ def build_bundle(
         published_by=published_by or [],
         evaluations=evaluations or [],
         published=published or {},
+        adapter=adapter,
     )
     (out_dir / CARD_FILE).write_text(card)
     for name in (CARD_FILE, LINEAGE_FILE, RECIPE_FILE):
@@ -306,6 +324,35 @@ def build_bundle(
             f"Model artifact: {model_name}, fingerprint {model_fingerprint}."
         ),
     )
+
+
+def check_adapter_artifact(adapter_dir: Path) -> None:
+    if not (adapter_dir / ADAPTER_CONFIG).is_file() or not any(adapter_dir.glob("*.safetensors")):
+        raise StageError(f"{adapter_dir.parent.name} has no LoRA adapter ({ADAPTER_DIR}/{ADAPTER_CONFIG} and safetensors): "
+                         "adapter = true publishes the adapter of a train stage with lora")
+
+
+def adapter_base(lineage: list[dict[str, Any]], fingerprint: str, published: dict[str, dict[str, Any]]) -> str:
+    """The Hub id of the model an adapter applies to: its train stage's input, a Hub model or a stage
+    published before; else a one-line error (an adapter is of no use without its base)."""
+    from sakura_publish.card import model_tree
+
+    tree = model_tree(lineage, fingerprint, published, adapter=True)
+    if len(tree.base_model) != 1:
+        model = tree.steps[-1].get("name", "the model")
+        raise StageError(f"the adapter of {model} applies to a model that is not on the Hub: publish that model "
+                         "first (or publish the whole model, without adapter = true)")
+    return tree.base_model[0]
+
+
+def point_adapter_to(config_path: Path, base: str, out_dir: Path) -> Path:
+    """A copy of ``adapter_config.json`` whose ``base_model_name_or_path`` is the Hub id of its base (peft
+    wrote the store path it was trained on), so peft and transformers load the adapter from the Hub."""
+    config = json.loads(Path(config_path).read_text())
+    config["base_model_name_or_path"] = base
+    path = out_dir / ADAPTER_CONFIG
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    return path
 
 
 def check_model_artifact(model_dir: Path) -> None:
