@@ -32,10 +32,11 @@ def _plugins():
     return _PLUGINS
 
 
-def _load(recipe_path: str, overrides: tuple[str, ...] = (), store: str | None = None):
-    from sakura_core.recipe import load_recipe
+def _load(recipe_path: str, overrides: tuple[str, ...] = (), store: str | None = None, variants: tuple[str, ...] = ()):
+    """The recipe file's family: every variant it declares, validated (one recipe when it declares none)."""
+    from sakura_core.recipe import load_family
 
-    return load_recipe(recipe_path, list(overrides), plugins=_plugins(), store=store)
+    return load_family(recipe_path, list(overrides), plugins=_plugins(), store=store, only=list(variants))
 
 
 def _reporter(stages: list[tuple[str, str]], quiet: bool):
@@ -54,6 +55,8 @@ set_option = click.option(
     help="Override a recipe key, e.g. -s stages.dpo.args.learning_rate=1e-6 (value parsed as TOML).",
 )
 store_option = click.option("--store", type=click.Path(file_okay=False), help="Artifact store (default: .sakura/ beside the recipe).")
+variant_option = click.option("--variant", "variants", multiple=True, metavar="NAME",
+                              help="Only this variant of the recipe (repeatable; default: every variant).")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -67,26 +70,57 @@ def cli() -> None:
 @click.option("--only", multiple=True, metavar="STAGE", help="Run only this stage (its inputs must be built).")
 @click.option("--from", "from_", multiple=True, metavar="STAGE", help="Re-run this stage and everything after it.")
 @click.option("--force", multiple=True, metavar="STAGE", help="Re-run this stage even if its artifact is cached.")
+@variant_option
 @set_option
 @store_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document with every stage's outcome on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
-def run(recipe: str, only, from_, force, overrides, store, as_json: bool, quiet: bool) -> None:
-    """Run RECIPE stage by stage; cached stages are not run again."""
-    from sakura_core.engine import Engine
-
+def run(recipe: str, only, from_, force, variants, overrides, store, as_json: bool, quiet: bool) -> None:
+    """Run RECIPE stage by stage (every variant it declares; stages they share run once); cached stages are
+    not run again."""
     _quiet_libraries()
+    family = _load(recipe, overrides, store, variants)
+    if not family.has_variants:
+        from sakura_core.engine import Engine
 
-    loaded = _load(recipe, overrides, store)
-    with _reporter([(s.name, s.kind_name) for s in loaded.stages.values()], quiet or False) as reporter:
-        engine = Engine(loaded, reporter)
-        result = engine.run(only=list(only), from_=list(from_), force=list(force))
+        loaded = family.variants[""]
+        with _stdout_to_stderr(), _reporter([(s.name, s.kind_name) for s in loaded.stages.values()], quiet or False) as reporter:
+            result = Engine(loaded, reporter).run(only=list(only), from_=list(from_), force=list(force))
+        if as_json:
+            click.echo(json.dumps(result.as_json(), indent=2))
+        elif not quiet:
+            _print_summary(result.recipe.name, [(o, "") for o in result.outcomes])
+        if result.error is not None:
+            _fail(result.error)
+        return
+    from sakura_core.family import plan_family, run_family
+
+    planned = plan_family(family, list(only), list(from_), list(force))
+    rows = [(node.label, family.variants[node.members[0][0]].stages[node.members[0][1]].kind_name) for node in planned[0].nodes]
+    with _stdout_to_stderr(), _reporter(rows, quiet or False) as reporter:
+        done = run_family(family, reporter, family_plan=planned)
     if as_json:
-        click.echo(json.dumps(result.as_json(), indent=2))
+        click.echo(json.dumps(done.as_json(), indent=2))
     elif not quiet:
-        _print_summary(result)
-    if result.error is not None:
-        _fail(result.error)
+        seen: set[str] = set()
+        shown = []
+        for node in planned[0].nodes:
+            variant, stage = node.members[0]
+            outcome = next((o for o in done.results[variant].outcomes if o.name == stage), None)
+            if outcome is not None and node.fingerprint not in seen:
+                seen.add(node.fingerprint)
+                shown.append((outcome, node.label))
+        _print_summary(f"{family.name}: {len(family.variants)} variants", shown)
+    if done.error is not None:
+        _fail(done.error)
+
+
+def _stdout_to_stderr() -> Any:
+    """While stages run, what libraries print (trackio's banners, lm-eval's tables) goes to stderr: stdout is
+    sakura's result alone, so ``run --json | jq`` works."""
+    import contextlib
+
+    return contextlib.redirect_stdout(sys.stderr)
 
 
 def _quiet_libraries() -> None:
@@ -101,103 +135,115 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
-def _print_summary(result: Any) -> None:
+def _print_summary(title: str, outcomes: list[tuple[Any, str]]) -> None:
+    """A table of the stages that ran or were cached (in a family, one row per distinct stage, by its label)."""
     import os
 
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"{result.recipe.name}", title_justify="left")
+    table = Table(title=escape(title), title_justify="left")
     for column in ("stage", "kind", "status", "seconds", "artifact"):
         table.add_column(column)
-    for o in result.outcomes:
-        colour = {"ran": "green", "cached": "cyan", "failed": "red"}[o.status]
+    for o, label in outcomes:
+        colour = {"ran": "green", "cached": "cyan", "failed": "red"}.get(o.status, "yellow")
         artifact = os.path.relpath(o.artifact) if o.artifact else ""
-        table.add_row(o.name, o.kind, f"[{colour}]{o.status}[/]", f"{o.seconds:.1f}", artifact)
+        table.add_row(escape(label or o.name), o.kind, f"[{colour}]{o.status}[/]", f"{o.seconds:.1f}", artifact)
     Console(stderr=True).print(table)
 
 
 @cli.command()
 @recipe_argument
+@variant_option
 @set_option
 @store_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def plan(recipe: str, overrides, store, as_json: bool) -> None:
+def plan(recipe: str, variants, overrides, store, as_json: bool) -> None:
     """Show RECIPE's stage graph: what each stage reads, which are cached, what would run, and each stage's
-    disk and peak GPU memory, estimated from the models' config.json files (no weights are downloaded)."""
-    from sakura_core.engine import Engine
-
-    loaded = _load(recipe, overrides, store)
-    engine = Engine(loaded)
-    the_plan = engine.plan()
-    statuses = engine.statuses(the_plan)
-    rows = []
-    for name, node in the_plan.stages.items():
-        rows.append(
-            {
-                "stage": name,
-                "kind": node.stage.kind_name,
-                "plugin": node.plugin,
-                "plugins": [c.plugin.label for c in node.credits],
-                "reads": node.stage.depends_on,
-                "fingerprint": node.fingerprint,
-                **statuses[name],
-            }
-        )
+    disk and peak GPU memory, estimated from the models' config.json files (no weights are downloaded); for
+    a recipe with variants, the variant x stage grid (shared, cached or to run) with totals."""
     from sakura_core import estimate as est
+    from sakura_core.planview import describe_plan, family_grid, print_family_plan, print_plan
 
-    estimates = est.estimate_plan(the_plan, engine.env)  # from config.json files only; never an error
+    family = _load(recipe, overrides, store, variants)
     gpu = est.local_gpu()
-    for row in rows:
-        found = estimates.stages.get(row["stage"])
-        row["estimate"] = found.as_json() if found is not None else None
-        if gpu and found is not None and found.memory and found.device == "gpu":
-            row["estimate"]["fits_gpu"] = est.fits(found.memory_bytes, gpu)
-    if as_json:
-        click.echo(json.dumps({"recipe": loaded.name, "stages": rows, "models": estimates.models, "gpu": gpu}, indent=2))
+    docs = {name: describe_plan(member, gpu) for name, member in family.variants.items()}
+    if not family.has_variants:
+        doc = docs[""]
+        if as_json:
+            click.echo(json.dumps({k: v for k, v in doc.items() if k not in ("path", "lines")}, indent=2))
+        else:
+            print_plan(doc)
         return
+    grid = family_grid(docs)
+    if as_json:
+        click.echo(json.dumps({"recipe": family.name, "variants": {name: {k: v for k, v in doc.items() if k not in ("path", "lines")}
+                                                                    for name, doc in docs.items()},
+                               "grid": grid["grid"], "totals": grid["totals"], "gpu": gpu}, indent=2))
+    else:
+        print_family_plan(family.name, docs, grid)
+
+
+@cli.command()
+@recipe_argument
+@variant_option
+@set_option
+@store_option
+@click.option("--sort", "sort_by", metavar="METRIC", help="Order the variants by this metric, best first (e.g. reward_accuracy).")
+@click.option("--json", "as_json", is_flag=True, help="The comparison as JSON (columns, rows, best values, curves).")
+@click.option("--csv", "as_csv", is_flag=True, help="The table as CSV.")
+@click.option("--markdown", "as_markdown", is_flag=True, help="The table as markdown (best values in bold).")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False), help="Write a self-contained page with the table and plots.")
+def compare(recipe: str, variants, overrides, store, sort_by, as_json: bool, as_csv: bool, as_markdown: bool, html_path) -> None:
+    """Put RECIPE's variants side by side: the values that differ, the final training metrics and every eval
+    stage's results, from what is in the store (nothing runs); the best value of each column is marked."""
+    from sakura_core import compare as cmp
+
+    family = _load(recipe, overrides, store, variants)
+    comparison = cmp.compare(family)
+    order = comparison.sorted_by(sort_by)
+    if html_path:
+        from pathlib import Path
+
+        from sakura_core.report import render
+
+        target = Path(html_path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(render(comparison, order), encoding="utf-8")
+        click.echo(f"wrote {target}", err=True)
+    if as_json:
+        click.echo(json.dumps({**comparison.as_json(), "order": order}, indent=2, default=str))
+    elif as_csv:
+        click.echo(cmp.as_csv(comparison, order), nl=False)
+    elif as_markdown:
+        click.echo(cmp.as_markdown(comparison, order), nl=False)
+    elif not html_path:
+        _print_comparison(comparison, order)
+
+
+def _print_comparison(comparison: Any, order: list[str]) -> None:
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"{loaded.name} ({loaded.path})", title_justify="left")
-    for column in ("stage", "kind", "reads", "fingerprint", "status"):
-        table.add_column(column, no_wrap=column != "reads")
-    table.add_column("disk", justify="right", no_wrap=True)
-    table.add_column("memory", justify="right", no_wrap=True)
-    for row in rows:
-        colour = "cyan" if row["status"] == "cached" else "yellow"
-        found = estimates.stages.get(row["stage"])
-        disk = est.human(found.disk_bytes) if found is not None and found.disk else "-"
-        if found is not None and not found.disk and found.upload is not None:
-            disk = f"upload {est.human(found.upload)}"
-        memory = "-"
-        if found is not None and found.memory:
-            memory = f"{'GPU' if found.device == 'gpu' else 'CPU'} {est.human(found.memory_bytes)}"
-        table.add_row(row["stage"], row["kind"], ", ".join(row["reads"]), row["fingerprint"][:12],
-                      f"[{colour}]{row['status']}[/]", disk, memory)
-    console = Console()
-    console.print(table)
-    for row in rows:
-        for note in row["notes"]:
-            console.print(f"  {escape(row['stage'])}: {escape(note)}", highlight=False)
-    lines = [line for name, found in estimates.stages.items() if found is not None and (line := est.describe(name, found))]
-    if lines:
-        console.print("Estimated from the models' config.json (GPU: PyTorch's peak on one device, without the CUDA context):")
-        for line in lines:
-            console.print("  " + escape(line), highlight=False)
-    models = [f"{alias} {est.count(m['params'])} params, {est.human(m['bytes'])}"
-              + (" to download" if the_plan.sources[alias].model.source.downloads else "")
-              for alias, m in estimates.models.items() if m]
-    if models:
-        console.print("  models: " + escape("; ".join(models)), highlight=False)
-    if gpu:
-        needs = {row["stage"]: row["estimate"]["memory_bytes"] for row in rows
-                 if row["estimate"] and row["estimate"].get("fits_gpu") is not None}
-        too_big = [f"{name} (~{est.human(n)})" for name, n in needs.items() if not est.fits(n, gpu)]
-        verdict = ("does not fit: " + ", ".join(too_big)) if too_big else ("every stage fits" if needs else "no GPU estimate")
-        console.print(f"  this GPU: {escape(gpu['name'])}, {est.human(gpu['total_bytes'])} ({est.human(gpu['free_bytes'])} free): {verdict}",
-                      highlight=False)
+    from sakura_core.compare import text
+
+    best = comparison.best()
+    table = Table(title=escape(f"{comparison.recipe}: {len(order)} variants (best value of a column in bold green)"),
+                  title_justify="left")
+    table.add_column("variant", no_wrap=True)
+    for column in comparison.columns:
+        table.add_column(escape(column.name), justify="right")
+    for variant in order:
+        row = comparison.rows[variant]
+        cells = []
+        for column in comparison.columns:
+            cell = escape(text(row.get(column.name)))
+            cells.append(f"[bold green]{cell}[/]" if best[column.name] is not None and row.get(column.name) == best[column.name]
+                         else cell)
+        table.add_row(escape(variant), *cells)
+    Console().print(table)
 
 
 @cli.command()
@@ -205,8 +251,10 @@ def plan(recipe: str, overrides, store, as_json: bool) -> None:
 @set_option
 def validate(recipe: str, overrides) -> None:
     """Check RECIPE (every key, plugin name and reference) without running anything."""
-    loaded = _load(recipe, overrides)
-    click.echo(f"{loaded.file}: ok ({len(loaded.stages)} stages, {len(loaded.models)} models)")
+    family = _load(recipe, overrides)
+    first = next(iter(family.variants.values()))
+    variants = f"{len(family.variants)} variants, " if family.has_variants else ""
+    click.echo(f"{first.file}: ok ({variants}{len(first.stages)} stages, {len(first.models)} models)")
 
 
 @cli.command()
@@ -281,10 +329,10 @@ def cache_gc(recipes: tuple[str, ...], store: str | None) -> None:
     if recipes:
         keep = set()
         for recipe in recipes:
-            engine = Engine(_load(recipe, store=store))
-            the_plan = engine.plan()
-            keep.update(n.fingerprint for n in the_plan.stages.values())
-            keep.update(s.fingerprint for s in the_plan.sources.values())
+            for member in _load(recipe, store=store).variants.values():
+                the_plan = Engine(member).plan()
+                keep.update(n.fingerprint for n in the_plan.stages.values())
+                keep.update(s.fingerprint for s in the_plan.sources.values())
     removed = Store(root).gc(keep)
     click.echo(f"removed {len(removed)} entries from {root}")
 
@@ -296,7 +344,7 @@ def _store_root(recipe: str | None, store: str | None):
         return Path(store)
     if recipe is None:
         raise click.UsageError("name a recipe or --store")
-    return _load(recipe).store_dir
+    return next(iter(_load(recipe).variants.values())).store_dir
 
 
 def _add_plugin_commands() -> None:

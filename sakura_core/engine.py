@@ -65,9 +65,10 @@ def select_stages(plan: Plan, only: list[str], from_: list[str], force: list[str
 
 
 class Engine:
-    def __init__(self, recipe: Recipe, reporter: Reporter | None = None):
+    def __init__(self, recipe: Recipe, reporter: Reporter | None = None, labels: dict[str, str] | None = None):
         self.recipe = recipe
         self.reporter = reporter or Reporter()
+        self.labels = labels or {}
         self.store = Store(recipe.store_dir)
         self.env = SourceEnv(recipe_dir=recipe.path.parent, store=self.store, reporter=self.reporter, plugins=recipe.plugins)
         self._materialized: dict[str, Path] = {}
@@ -85,33 +86,43 @@ class Engine:
         plan = plan or self.plan()
         selected, forced = select_stages(plan, list(only), list(from_), list(force))
         result = RunResult(self.recipe, plan)
-        hook = self.recipe.plugins.pm.hook
         for name in selected:
-            node = plan.stages[name]
-            info = StageInfo(name, node.stage.kind_name, node.plugin, node.fingerprint, node.stage.options)
-            artifact = self.store.lookup(node.fingerprint)
-            rebuilt = self.rebuilt_inputs(plan, name, artifact) if artifact is not None else []
-            stale = self.outdated(plan, name, artifact) if artifact is not None and name not in forced and not rebuilt else None
-            if artifact is not None and name not in forced and not rebuilt and not stale:
-                outcome = StageOutcome(
-                    name, info.kind, info.plugin, "cached", node.fingerprint, artifact.path,
-                    metrics=artifact.manifest.get("metrics", {}),
-                )
-                self.reporter.stage_finished(name, "cached", 0.0)
-            else:
-                if rebuilt and name not in forced:
-                    self.reporter.log(f"{name}: {', '.join(rebuilt)} changed since this stage ran: running it again")
-                elif stale:
-                    self.reporter.log(f"{name}: {stale}: running it again")
-                outcome = self._run_stage(plan, name, info, hook)
+            outcome = self.execute(plan, name, forced=name in forced)
             result.outcomes.append(outcome)
-            hook.sakura_after_stage(stage=info, outcome=outcome)
             if outcome.status == "failed":
                 result.error = SakuraError(outcome.error or f"stage {name} failed")
                 result.error.exit_code = outcome.exit_code
                 break
         self.store.record_run(self.recipe.name, result.as_json())
         return result
+
+    def execute(self, plan: Plan, name: str, forced: bool = False) -> StageOutcome:
+        """One stage: served from the store when its artifact is there and made from its inputs as they are
+        now, else run; the lifecycle hooks around it."""
+        hook = self.recipe.plugins.pm.hook
+        node = plan.stages[name]
+        info = StageInfo(name, node.stage.kind_name, node.plugin, node.fingerprint, node.stage.options)
+        artifact = self.store.lookup(node.fingerprint)
+        rebuilt = self.rebuilt_inputs(plan, name, artifact) if artifact is not None else []
+        stale = self.outdated(plan, name, artifact) if artifact is not None and not forced and not rebuilt else None
+        if artifact is not None and not forced and not rebuilt and not stale:
+            outcome = StageOutcome(
+                name, info.kind, info.plugin, "cached", node.fingerprint, artifact.path,
+                metrics=artifact.manifest.get("metrics", {}),
+            )
+            self.reporter.stage_finished(self.label(name), "cached", 0.0)
+        else:
+            if rebuilt and not forced:
+                self.reporter.log(f"{name}: {', '.join(rebuilt)} changed since this stage ran: running it again")
+            elif stale:
+                self.reporter.log(f"{name}: {stale}: running it again")
+            outcome = self._run_stage(plan, name, info, hook)
+        hook.sakura_after_stage(stage=info, outcome=outcome)
+        return outcome
+
+    def label(self, name: str) -> str:
+        """The stage's row in the live view (a family names a variant's own stages after the variant)."""
+        return self.labels.get(name, name)
 
     # -- is a cached artifact still made from its inputs? -------------------------------------
     def input_digest(self, plan: Plan, ref: str) -> str | None:
@@ -179,7 +190,7 @@ class Engine:
         node = plan.stages[name]
         stage = node.stage
         started = time.monotonic()
-        self.reporter.stage_started(name, stage.kind_name)
+        self.reporter.stage_started(self.label(name), stage.kind_name)
         tmp: Path | None = None
         try:
             inputs = {ref: self._input(plan, ref) for ref in stage.depends_on}
@@ -201,6 +212,8 @@ class Engine:
                 store=self.store,
                 credits=[credit.lineage() for credit in node.credits],
                 external=node.external,
+                label=self.label(name),
+                variant=self.recipe.variant,
             )
             metrics = stage.kind.run(ctx) or {}
             seconds = time.monotonic() - started
@@ -211,14 +224,14 @@ class Engine:
                 self.store.abort(tmp)
             seconds = time.monotonic() - started
             if not isinstance(exc, (Exception, SystemExit)):  # KeyboardInterrupt: stop now, nothing half-written
-                self.reporter.stage_finished(name, "failed", seconds, "interrupted")
+                self.reporter.stage_finished(self.label(name), "failed", seconds, "interrupted")
                 raise
             message, exit_code = self._describe_failure(name, exc)
-            self.reporter.stage_finished(name, "failed", seconds)
+            self.reporter.stage_finished(self.label(name), "failed", seconds)
             return StageOutcome(
                 name, info.kind, info.plugin, "failed", node.fingerprint, None, seconds, error=message, exit_code=exit_code
             )
-        self.reporter.stage_finished(name, "ran", seconds, _short_metrics(metrics))
+        self.reporter.stage_finished(self.label(name), "ran", seconds, _short_metrics(metrics))
         return StageOutcome(name, info.kind, info.plugin, "ran", node.fingerprint, artifact.path, seconds, metrics)
 
     def _describe_failure(self, name: str, exc: BaseException) -> tuple[str, int]:

@@ -213,8 +213,11 @@ class RichReporter(Reporter):
         )
         self._stage_tasks: dict[str, Any] = {}
         self._bars: dict[int, Any] = {}
-        for name, kind in stages:
-            self._stage_tasks[name] = self.progress.add_task(f"[bold]{name}[/] ({kind})", total=1, info="waiting", start=False)
+        from rich.markup import escape
+
+        for name, kind in stages:  # a family's rows read "dpo [variant]": escaped, or rich takes it for markup
+            self._stage_tasks[name] = self.progress.add_task(f"[bold]{escape(name)}[/] ({kind})", total=1, info="waiting",
+                                                             start=False)
 
     def __enter__(self) -> RichReporter:
         self.progress.__enter__()
@@ -241,7 +244,9 @@ class RichReporter(Reporter):
         self.progress.update(self._stage_tasks[name], info=f"running {_fmt_metrics(values)}")
 
     def _task_started(self, task: Task) -> None:
-        self._bars[id(task)] = self.progress.add_task(f"  {task.description}", total=task.total, info=task.unit)
+        from rich.markup import escape
+
+        self._bars[id(task)] = self.progress.add_task(f"  {escape(task.description)}", total=task.total, info=task.unit)
 
     def _task_updated(self, task: Task) -> None:
         self.progress.update(self._bars[id(task)], completed=task.completed, total=task.total)

@@ -20,6 +20,7 @@ from sakura_core.errors import OptionError, PluginError, RecipeError, did_you_me
 from sakura_core.options import validate_options
 from sakura_core.plugins import Plugins
 from sakura_core.registry import Registry
+from sakura_core.variants import Variant, apply as apply_variant, declared, uses_placeholder
 from sakura_core.stage import CheckEnv, ModelSource, StageKind
 
 if sys.version_info >= (3, 11):
@@ -28,7 +29,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
-TOP_LEVEL_KEYS = {"name": str, "description": str, "store": str, "plugins": list, "models": dict, "stages": dict}
+TOP_LEVEL_KEYS = {"name": str, "description": str, "store": str, "plugins": list, "models": dict, "stages": dict,
+                  "variants": dict, "matrix": dict}
 
 # (type, default, meaning) of each top-level key and of the keys the engine itself reads in a model or stage
 # table: docs/recipes.md is generated from these (python -m sakura_core.reference --write).
@@ -62,6 +64,21 @@ TOP_LEVEL_DOCS: dict[str, tuple[str, str, str]] = {
         "`{}`",
         "The input models, one key per alias (letters, digits, `_` and `-`): a shorthand string or a table with "
         "a `source` key and that source's options (see Models).",
+    ),
+    "variants": (
+        "table",
+        "`{}`",
+        "Named variants, `[variants.NAME]`, each a table of overrides written with the dotted keys of `-s` "
+        '(`"stages.dpo.args.learning_rate" = 1e-6`): each variant is the whole recipe with them applied, and '
+        "`{variant}` in any string option is replaced by its name. `sakura run` runs them all (stages they share "
+        "run once); `sakura compare` puts them side by side.",
+    ),
+    "matrix": (
+        "table",
+        "`{}`",
+        'Keys to vary (`"stages.dpo.args.learning_rate" = [1e-6, 5e-7]`): every combination of the listed values is '
+        "a variant, named after its values (`learning_rate-1e-06`); with `variants` too, each named variant is "
+        "combined with each point.",
     ),
     "stages": (
         "table",
@@ -114,6 +131,7 @@ class Recipe:
     path: Path
     text: str  # the recipe as it ran: the file's text, or the data with overrides applied (see as_run)
     name: str
+    variant: str  # its name in the file's family of variants; "" for a file without variants
     description: str
     store_dir: Path
     models: dict[str, ModelRef]
@@ -131,8 +149,83 @@ def load_recipe(
     plugins: Plugins | None = None,
     store: str | None = None,
 ) -> Recipe:
-    """Read, override and validate a recipe file. Raises ``RecipeError`` / ``PluginError``."""
+    """Read, override and validate a recipe file without variants. Raises ``RecipeError`` / ``PluginError``."""
     path = Path(path)
+    file = path.name
+    text, data = _read(path)
+    data = apply_overrides(data, overrides, file)
+    if declared(data, file) is not None:
+        raise RecipeError("the recipe declares variants: load it as a family (sakura_core.recipe.load_family)", file=file)
+    return validate_recipe(data, path=path.resolve(), text=as_run(text, data, overrides), plugins=plugins, store=store)
+
+
+@dataclass
+class Family:
+    """A recipe file's recipes: one per variant it declares, or the recipe alone (``variants == {"": recipe}``)."""
+
+    path: Path
+    name: str
+    variants: dict[str, Recipe]
+    declared: list[Variant] | None  # None: the file declares no variants
+
+    @property
+    def has_variants(self) -> bool:
+        return self.declared is not None
+
+    @property
+    def plugins(self) -> Plugins:
+        return next(iter(self.variants.values())).plugins
+
+    def overrides(self, name: str) -> dict[str, Any]:
+        """What makes variant ``name`` (dotted key -> value)."""
+        return next((v.overrides for v in self.declared or [] if v.name == name), {})
+
+
+def load_family(
+    path: str | os.PathLike[str],
+    overrides: list[str] = (),  # type: ignore[assignment]
+    plugins: Plugins | None = None,
+    store: str | None = None,
+    only: list[str] = (),  # type: ignore[assignment]
+) -> Family:
+    """Read a recipe file and validate every variant it declares (``only``: these variants), each as a whole
+    recipe, before any work. A file without variants is a family of one."""
+    path = Path(path)
+    file = path.name
+    text, data = _read(path)
+    data = apply_overrides(data, overrides, file)
+    variants = declared(data, file)
+    plugins = plugins or Plugins()
+    if variants is None:
+        if only:
+            raise RecipeError(f"--variant {only[0]}: the recipe declares no variants", file=file)
+        recipe = validate_recipe(data, path=path.resolve(), text=as_run(text, data, overrides), plugins=plugins, store=store)
+        return Family(path.resolve(), recipe.name, {"": recipe}, None)
+    names = [v.name for v in variants]
+    if len(set(names)) != len(names):
+        twice = next(n for n in names if names.count(n) > 1)
+        raise RecipeError(f"two variants are named {twice!r}", file=file, key="variants")
+    for name in only:
+        if name not in names:
+            raise RecipeError(f"--variant {name}: no such variant{did_you_mean(name, names)} (variants: {', '.join(names)})",
+                              file=file)
+    recipes = {}
+    for variant in variants:
+        if only and variant.name not in only:
+            continue
+        member = apply_variant(data, variant, file)
+        try:
+            recipes[variant.name] = validate_recipe(member, path=path.resolve(), plugins=plugins, store=store,
+                                                    text=as_run(text, member, [*overrides, *variant.changes()]),
+                                                    variant=variant.name)
+        except RecipeError as exc:
+            where = join_key(f"variants.{variant.name}", exc.key)
+            raise RecipeError(exc.detail, file=file, key=where) from None
+    first = next(iter(recipes.values()))
+    return Family(path.resolve(), first.name, recipes, variants)
+
+
+def _read(path: Path) -> tuple[str, dict[str, Any]]:
     file = path.name
     if not path.is_file():
         raise RecipeError("recipe file not found", file=str(path))
@@ -144,11 +237,9 @@ def load_recipe(
     except OSError as exc:
         raise RecipeError(f"cannot read the recipe: {exc.strerror or exc}", file=str(path)) from None
     try:
-        data = tomllib.loads(text)
+        return text, tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise RecipeError(f"invalid TOML: {exc}", file=file) from None
-    data = apply_overrides(data, overrides, file)
-    return validate_recipe(data, path=path.resolve(), text=as_run(text, data, overrides), plugins=plugins, store=store)
 
 
 def as_run(text: str, data: dict[str, Any], changes: list[str]) -> str:
@@ -169,8 +260,11 @@ def validate_recipe(
     text: str = "",
     plugins: Plugins | None = None,
     store: str | None = None,
+    variant: str = "",
 ) -> Recipe:
     file = path.name
+    if not variant and uses_placeholder(data):
+        raise RecipeError("uses {variant}, but the recipe declares no variants ([variants.NAME] or [matrix])", file=file)
     for key, value in data.items():
         if key not in TOP_LEVEL_KEYS:
             raise RecipeError(f"unknown key{did_you_mean(key, TOP_LEVEL_KEYS)}", file=file, key=key)
@@ -218,6 +312,7 @@ def validate_recipe(
         path=path,
         text=text,
         name=recipe_name,
+        variant=variant,
         description=data.get("description", ""),
         store_dir=store_dir,
         models=models,

@@ -40,7 +40,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from sakura_core.plugins import Plugins
-from sakura_core.registry import Entry, RegistrySpec, load_object
+from sakura_core.registry import Entry, load_object
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "recipes.md"
 BEGIN = "<!-- BEGIN GENERATED: python -m sakura_core.reference --write (edit the code's docstrings, not this part) -->"

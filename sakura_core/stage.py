@@ -89,6 +89,14 @@ class StageKind(Implementation):
         stage runs anyway); keep it to a cheap check, and answer None when it cannot tell (offline).
         """
         return None
+    def headline(self, metrics: dict[str, Any]) -> dict[str, tuple[float, bool]]:
+        """The numbers ``sakura compare`` puts side by side for this stage, from its metrics: ``{name: (value,
+        higher_is_better)}`` (a train stage's final loss, an eval stage's scores); empty: none."""
+        return {}
+
+    def curves(self, artifact: Path, metrics: dict[str, Any]) -> dict[str, list[tuple[float, float]]]:
+        """Series ``sakura compare --html`` plots per variant (``{"loss": [(step, value), ...]}``); empty: none."""
+        return {}
 
     def run(self, ctx: StageContext) -> dict[str, Any] | None:
         """Do the work, writing the result into ``ctx.output_dir``; return metrics (JSON-able)."""
@@ -210,6 +218,8 @@ class StageContext:
     store: Store  # the run's artifact store, for stages that keep artifacts of their own (caches)
     credits: list[dict[str, Any]] = field(default_factory=list)  # the plugins taking part in this stage
     external: dict[str, Any] = field(default_factory=dict)  # what external_inputs resolved at plan time: run with it
+    label: str = ""  # its row in the live view: the stage name, or "name [variant]" in a family of variants
+    variant: str = ""  # the variant of the recipe file being run ("" for a recipe without variants)
 
     @property
     def recipe_dir(self) -> Path:
@@ -227,4 +237,4 @@ class StageContext:
 
     def metric(self, **values: Any) -> None:
         """Show live metrics (loss, throughput) next to the stage in the progress view."""
-        self.reporter.stage_metrics(self.name, values)
+        self.reporter.stage_metrics(self.label or self.name, values)

@@ -113,6 +113,29 @@ def test_every_recipe_of_the_family_validates():
         assert recipe.stages["publish"].options.publisher == "hub"
 
 
+# sakura_family.toml's variants and the single-model recipes they stand for
+FAMILY_FILE = {"SOLAR-Instruct-DPO-v1": "sakura_solar_dpo_v1", "SOLAR-Instruct-DPO-v2": "sakura_solar_dpo_v2",
+               "SOLRCA-Instruct-DPO": "solrca", "SOLRCA-Math-Instruct-DPO-v1": "solrca_math_v1",
+               "SOLRCA-Math-Instruct-DPO-v2": "solrca_math"}
+
+
+def test_the_family_file_declares_exactly_the_single_model_recipes():
+    """Every variant of sakura_family.toml is its single-model recipe: the same name, models and stages with the
+    same validated options (so the same fingerprints: the two share the store's artifacts)."""
+    from sakura_core.recipe import load_family, load_recipe
+
+    family = load_family(RECIPES / "sakura_family.toml")
+    assert list(family.variants) == list(FAMILY_FILE)
+    for variant, stem in FAMILY_FILE.items():
+        member, single = family.variants[variant], load_recipe(RECIPES / f"{stem}.toml")
+        assert member.name == single.name == f"Sakura-{variant}"
+        assert {a: (m.source_name, m.options) for a, m in member.models.items()} == \
+               {a: (m.source_name, m.options) for a, m in single.models.items()}
+        assert list(member.stages) == list(single.stages), variant
+        for name, stage in member.stages.items():
+            assert stage.options == single.stages[name].options, (variant, name)
+
+
 CHECK_CARD = r"""
 import json, sys
 from huggingface_hub import ModelCard
@@ -222,6 +245,13 @@ def test_the_family_runs_as_written_and_the_hub_tree_reads_parents_merge_dpo(sol
     for stem in ("sakura_solar_dpo_v1", "sakura_solar_dpo_v2", "solrca"):
         plan = run(hub, store, "plan", f"recipes/{stem}.toml")
         assert {s["stage"]: s["status"] for s in plan["stages"]}["merge"] == "cached", stem
+
+    # The family file: what its single-model recipes ran is cached, the rest is planned with shared stages once.
+    plan = run(hub, store, "plan", "recipes/sakura_family.toml", *local_evals("openllm_merge", "openllm"))
+    grid = plan["grid"]
+    assert {grid["merge"][v]["status"] for v in FAMILY_FILE} == {"cached"}
+    assert grid["dpo"]["SOLRCA-Math-Instruct-DPO-v2"]["status"] == grid["dpo"]["SOLRCA-Math-Instruct-DPO-v1"]["status"] == "cached"
+    assert grid["data"]["SOLAR-Instruct-DPO-v1"]["shared_with"] == 2 and grid["data"]["SOLAR-Instruct-DPO-v1"]["status"] == "will run"
 
 
 def test_dus_solar_up_scales_mistral_to_48_layers(solar_hub, tmp_path):

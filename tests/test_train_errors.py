@@ -147,15 +147,6 @@ def test_qlora_without_cuda_is_a_clear_error(tmp_path):
     _assert_failed_cleanly(result, "dpo", 'lora.quantize = "4bit" (QLoRA) needs a CUDA GPU')
 
 
-def test_tensorboard_asked_but_not_installed(tmp_path):
-    import importlib.util
-
-    if importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX"):
-        pytest.skip("tensorboard is installed here")
-    result = run(write_recipe(tmp_path, DPO), ['stages.dpo.args.report_to=["tensorboard"]'])
-    _assert_failed_cleanly(result, "dpo", "tensorboard, which is not installed (pip install tensorboard)")
-
-
 def test_launch_command_keeps_the_config_files_port_unless_one_is_set(tmp_path):
     from sakura_trl.launch import launch_command
     from sakura_trl.options import LauncherOptions

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from sakura_core.errors import OptionError, StageError
+from sakura_core.errors import OptionError
 from sakura_core.options import Options
 from sakura_eval.contract import EvalJob, EvalResult, Evaluator
 

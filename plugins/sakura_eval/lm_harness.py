@@ -177,6 +177,7 @@ class LmEval(Evaluator):
                 "system_instruction": options.system_instruction, "gen_kwargs": options.gen_kwargs, "seed": options.seed,
                 "backend": options.backend, "device": job.device, "dtype": options.dtype,
                 "task_versions": results.get("versions", {}), "n_samples": results.get("n-samples", {}),
+                "higher_is_better": results.get("higher_is_better", {}),
                 "lm_eval": results.get("lm_eval_version"),
             },
             tasks=task_cards(results),

@@ -75,10 +75,8 @@ class Preference(Evaluator):
         return two_model_estimate(config, options.batch_size, options.max_length or 2048)
 
     def run(self, job: EvalJob) -> EvalResult:
-        import datasets
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
-        from transformers.trainer_callback import PrinterCallback
         from trl import DPOConfig, DPOTrainer
 
         options: PreferenceOptions = job.options
@@ -101,7 +99,10 @@ class Preference(Evaluator):
         job.log(f"scoring {len(pairs)} pairs of {data.name}/{options.split} against {job.inputs['reference'].name}")
         trainer = DPOTrainer(model=policy, ref_model=reference, args=config, train_dataset=pairs, eval_dataset=pairs,
                              processing_class=tokenizer)
-        trainer.remove_callback(PrinterCallback)  # it prints the metrics on stdout, into `sakura run --json`
+        from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+        for printer in (PrinterCallback, ProgressCallback):  # sakura reports progress and results itself
+            trainer.remove_callback(printer)
         with job.progress("preference pairs", len(pairs), "pairs") as task:
             metrics = trainer.evaluate()
             task.update(len(pairs))

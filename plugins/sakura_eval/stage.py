@@ -84,6 +84,21 @@ class EvalStage(StageKind):
         config = inputs.get(options.model, {}).get("config")
         return evaluator.estimate(evaluator_options(evaluator, options), config if isinstance(config, dict) else None, env)
 
+    def headline(self, metrics: dict[str, Any]) -> dict[str, tuple[float, bool]]:
+        """Every task's metrics (not their stderr), ``task metric``; lower is better only where the evaluator says
+        so (lm-eval's higher_is_better) or the name says loss or perplexity."""
+        told = (metrics.get("settings") or {}).get("higher_is_better") or {}
+        out = {}
+        for task, values in (metrics.get("results") or {}).items():
+            for metric, value in (values or {}).items():
+                if metric.endswith("_stderr") or not isinstance(value, (int, float)) or isinstance(value, bool):
+                    continue
+                higher = (told.get(task) or {}).get(metric.split(",")[0])
+                if higher is None:
+                    higher = not any(word in metric for word in ("loss", "perplexity", "bits_per_byte"))
+                out[f"{task} {metric}"] = (float(value), bool(higher))
+        return out
+
     def run(self, ctx: StageContext) -> dict[str, Any]:
         from sakura_eval.contract import EvalJob
 
@@ -109,7 +124,21 @@ class EvalStage(StageKind):
                     fh.write(json.dumps(sample, ensure_ascii=False, default=str) + "\n")
         ctx.log("; ".join(f"{task}: " + ", ".join(f"{k} {v:.4g}" for k, v in values.items() if not k.endswith("_stderr"))
                           for task, values in result.results.items()))
-        return {**document, "samples": result.samples[:SHOWN_SAMPLES]}
+        metrics = {**document, "samples": result.samples[:SHOWN_SAMPLES]}
+        tracked = self._log_to_training_run(ctx, model.manifest.get("metrics") or {}, document)
+        if tracked:
+            metrics["tracked_in"] = tracked
+        return metrics
+
+    def _log_to_training_run(self, ctx: StageContext, trained: dict[str, Any], document: dict[str, Any]) -> list[str]:
+        """The scores, into the tracker run of the training that made the model (when it reported to one)."""
+        tracking = trained.get("tracking")
+        if not isinstance(tracking, dict):
+            return []
+        from sakura_trl.tracking import log_eval_results
+
+        scores = {f"eval/{ctx.name}/{name.replace(' ', '/')}": value for name, (value, _) in self.headline(document).items()}
+        return log_eval_results(tracking, scores, trained.get("steps"), log=ctx.log)
 
 
 SHOWN_SAMPLES = 3  # samples kept in the manifest (the card shows them); the artifact's samples.jsonl has all

@@ -561,7 +561,19 @@ def _train_section(entry: dict[str, Any], alone: bool = False) -> str:
     if numbers:
         lines.append("\nFinal metrics:\n\n| metric | value |\n|---|---|")
         lines += [f"| {k} | {_fmt(v)} |" for k, v in numbers.items()]
+    tracking = metrics.get("tracking")
+    if isinstance(tracking, dict) and tracking.get("run_name"):
+        lines.append("\n" + _tracking_line(tracking))
     return "\n".join(lines) + "\n"
+
+
+def _tracking_line(tracking: dict[str, Any]) -> str:
+    """Where the training run was tracked, linked when its tracker gives a link (a trackio Space)."""
+    run = f"`{tracking['run_name']}`"
+    if tracking.get("url"):
+        run = f"[{tracking['run_name']}]({tracking['url']})"
+    trackers = ", ".join(tracking.get("report_to") or [])
+    return f"Training run: {run} ({trackers}; runs of this recipe are grouped under `{tracking.get('group', '')}`)."
 
 
 def _eval_section(entry: dict[str, Any]) -> str:

@@ -1,38 +1,20 @@
-"""What a training run measures: progress, live metrics, the summary (throughput, MFU, peak memory), tensorboard.
+"""What a training run measures: progress, live metrics, the summary (throughput, MFU, peak memory).
 
 Imported only when a train stage runs (it imports transformers).
 """
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from transformers import TrainerCallback
 
-from sakura_core.errors import StageError
 
 if TYPE_CHECKING:  # pragma: no cover
     from sakura_trl.run import Report
     from sakura_trl.stop import StopOnSigterm
-
-
-def tensorboard_dir(args: Any, work_dir: Path) -> Path | None:
-    """With ``report_to = ["tensorboard"]`` the event files are written to the work area (they survive a
-    resume) and copied into the artifact's ``tensorboard/`` at the end."""
-    report_to = args.report_to if isinstance(args.report_to, list) else [args.report_to]
-    if "tensorboard" not in report_to and "all" not in report_to:
-        return None
-    import importlib.util
-
-    if importlib.util.find_spec("tensorboard") is None and importlib.util.find_spec("tensorboardX") is None:
-        raise StageError('args.report_to asks for tensorboard, which is not installed (pip install tensorboard)')
-    where = work_dir / "tensorboard"
-    where.mkdir(parents=True, exist_ok=True)
-    os.environ["TENSORBOARD_LOGGING_DIR"] = str(where)
-    return where
 
 
 def thin_log(log: list[dict[str, Any]], keep: int = 200) -> list[dict[str, Any]]:

@@ -20,7 +20,8 @@ from sakura_trl.config import (
 )
 from sakura_trl.contract import TrainJob
 from sakura_trl.data import dataset_max_length, load_splits, working_copy
-from sakura_trl.metrics import SakuraCallback, tensorboard_dir, thin_log
+from sakura_trl.metrics import SakuraCallback, thin_log
+from sakura_trl.tracking import configure as configure_trackers
 from sakura_trl.model import load_model, load_tokenizer, lora_config
 from sakura_trl.oom import oom_guard
 from sakura_trl.patches import quiet, reference_hash, trainer_class
@@ -74,6 +75,9 @@ def run_stage(ctx: StageContext) -> dict[str, Any]:
         "output_dir": str(ctx.output_dir),
         "work_dir": str(ctx.work_dir),
         "store_root": str(ctx.store.root),
+        "fingerprint": ctx.fingerprint,
+        "recipe_path": str(ctx.recipe_path),
+        "variant": ctx.variant,
         "plugin_files": [info.origin[5:] for info in ctx.plugins.infos.values() if info.origin.startswith("file ")],
     }
     if options.launcher is not None and (options.launcher.num_processes > 1 or options.launcher.config_file):
@@ -105,11 +109,11 @@ def train(spec: dict[str, Any], trainer_def: Any, report: Report) -> dict[str, A
     cuda = torch.cuda.is_available()
     values = resolve_args(trainer_def, options, cuda=cuda, bf16=cuda and torch.cuda.is_bf16_supported(),
                           data_max_length=spec.get("dataset_max_length"), has_eval=eval_ds is not None)
+    tracking = configure_trackers(values, spec)
     args = build_config(trainer_def, values, work_dir / "checkpoints")
     wanted = options.args.get("optim")
     if wanted is not None and wanted != values["optim"]:
         report.log(f"optim {wanted} needs CUDA and bitsandbytes; using {values['optim']}, the same update")
-    tb_dir = tensorboard_dir(args, work_dir)
     model = load_model(Path(spec["model_path"]), options, args)
     peft_config = lora_config(options)
 
@@ -154,13 +158,15 @@ def train(spec: dict[str, Any], trainer_def: Any, report: Report) -> dict[str, A
     metrics["trainer_config"] = trainer_config(values, args)
     # The recipe's own values under the config's names: the model card marks them apart from the defaults.
     metrics["trainer_config_recipe"] = recipe_args(options)
+    if tracking:
+        metrics["tracking"] = tracking
     if trainer.accelerator.is_main_process:
         dtype = options.save_dtype or input_dtype(Path(spec["model_path"]))
         save_artifact(trainer, tokenizer, output_dir, peft_config is not None, dtype)
         (output_dir / "trainer_config.json").write_text(json.dumps(metrics["trainer_config"], indent=2) + "\n")
         (output_dir / "train_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        if tb_dir is not None:
-            shutil.copytree(tb_dir, output_dir / "tensorboard")
+        if "tensorboard" in tracking:  # the run's event files travel with the model
+            shutil.copytree(tracking["tensorboard"]["dir"], output_dir / "tensorboard")
     metrics["log"] = thin_log(metrics["log"])
     trainer.accelerator.wait_for_everyone()
     del trainer, model

@@ -24,6 +24,9 @@ class TrainStage(StageKind):
         except PluginError as exc:
             raise OptionError("trainer", str(exc)) from None
         trainer.check(options.args, env)
+        from sakura_trl.tracking import check_installed
+
+        check_installed(options.args.get("report_to"))
         if options.launcher and options.launcher.config_file:
             path = env.recipe_dir / options.launcher.config_file
             if not path.is_file():
@@ -97,6 +100,30 @@ class TrainStage(StageKind):
         if options.launcher and options.launcher.config_file:
             estimate.notes.append("per process, as if unsharded: DeepSpeed ZeRO / FSDP in the launcher config use less")
         return estimate
+
+    def headline(self, metrics: dict[str, Any]) -> dict[str, tuple[float, bool]]:
+        """The final training metrics: loss (lower is better), DPO's reward accuracy and margin (higher), and the
+        eval split's when one was evaluated."""
+        wanted = {"loss": False, "reward_accuracy": True, "reward_margin": True, "eval_loss": False,
+                  "eval_reward_accuracy": True, "eval_reward_margin": True}
+        return {name: (float(metrics[name]), higher) for name, higher in wanted.items()
+                if isinstance(metrics.get(name), (int, float)) and not isinstance(metrics.get(name), bool)}
+
+    def curves(self, artifact: Any, metrics: dict[str, Any]) -> dict[str, list[tuple[float, float]]]:
+        """Loss and reward margin per optimizer step, from the artifact's train_metrics.json (every step)."""
+        import json
+        from pathlib import Path
+
+        try:
+            log = json.loads((Path(artifact) / "train_metrics.json").read_text()).get("log") or []
+        except (OSError, ValueError):
+            log = metrics.get("log") or []
+        series: dict[str, list[tuple[float, float]]] = {}
+        for name, key in (("loss", "loss"), ("reward margin", "rewards/margins")):
+            points = [(float(e["step"]), float(e[key])) for e in log if isinstance(e, dict) and isinstance(e.get(key), (int, float))]
+            if points:
+                series[name] = points
+        return series
 
     def run(self, ctx: StageContext) -> dict[str, Any]:
         from sakura_trl.run import run_stage
