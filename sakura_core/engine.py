@@ -7,6 +7,7 @@ rebuilds the merge, the stages reading it run again unless the new merge has the
 
 from __future__ import annotations
 
+import json
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -69,7 +70,7 @@ class Engine:
         self.reporter = reporter or Reporter()
         self.labels = labels or {}
         self.store = Store(recipe.store_dir)
-        self.env = SourceEnv(recipe_dir=recipe.path.parent, store=self.store, reporter=self.reporter)
+        self.env = SourceEnv(recipe_dir=recipe.path.parent, store=self.store, reporter=self.reporter, plugins=recipe.plugins)
         self._materialized: dict[str, Path] = {}
 
     def plan(self) -> Plan:
@@ -103,7 +104,8 @@ class Engine:
         info = StageInfo(name, node.stage.kind_name, node.plugin, node.fingerprint, node.stage.options)
         artifact = self.store.lookup(node.fingerprint)
         rebuilt = self.rebuilt_inputs(plan, name, artifact) if artifact is not None else []
-        if artifact is not None and not forced and not rebuilt:
+        stale = self.outdated(plan, name, artifact) if artifact is not None and not forced and not rebuilt else None
+        if artifact is not None and not forced and not rebuilt and not stale:
             outcome = StageOutcome(
                 name, info.kind, info.plugin, "cached", node.fingerprint, artifact.path,
                 metrics=artifact.manifest.get("metrics", {}),
@@ -112,6 +114,8 @@ class Engine:
         else:
             if rebuilt and not forced:
                 self.reporter.log(f"{name}: {', '.join(rebuilt)} changed since this stage ran: running it again")
+            elif stale:
+                self.reporter.log(f"{name}: {stale}: running it again")
             outcome = self._run_stage(plan, name, info, hook)
         hook.sakura_after_stage(stage=info, outcome=outcome)
         return outcome
@@ -144,19 +148,33 @@ class Engine:
                 changed.append(ref)
         return changed
 
+    def outdated(self, plan: Plan, name: str, artifact: Any) -> str | None:
+        """Why the stage kind says its cached ``artifact`` no longer holds (its work outside the store changed)."""
+        stage = plan.stages[name].stage
+        return stage.kind.outdated(stage.options, artifact, self.env)
+
     def statuses(self, plan: Plan) -> dict[str, dict[str, Any]]:
-        """For ``sakura plan``: per stage, ``cached`` or ``will run``, and why (an input rebuilt since, an
-        upstream stage that will run first, libraries at other versions than the artifact was built with)."""
+        """For ``sakura plan``: per stage, ``cached`` or ``will run``, and why (what changed since the stage's
+        last build, an input rebuilt since, its work outside the store gone, an upstream stage that will run
+        first, libraries at other versions than the artifact was built with)."""
         out: dict[str, dict[str, Any]] = {}
+        earlier = EarlierBuilds(self.store, self.recipe.name)
         for name, node in plan.stages.items():
             artifact = self.store.lookup(node.fingerprint)
             notes: list[str] = []
             if artifact is None:
+                previous = earlier.newest(name)
+                if previous is not None:
+                    notes.append(changes_since(previous.manifest, node))
                 out[name] = {"status": "will run", "notes": notes}
                 continue
             rebuilt = self.rebuilt_inputs(plan, name, artifact)
             if rebuilt:
                 out[name] = {"status": "will run", "notes": [f"{', '.join(rebuilt)} changed since it ran"]}
+                continue
+            stale = self.outdated(plan, name, artifact)
+            if stale:
+                out[name] = {"status": "will run", "notes": [stale]}
                 continue
             upstream = [ref for ref in node.stage.depends_on if out.get(ref, {}).get("status") == "will run"]
             if upstream:
@@ -193,6 +211,7 @@ class Engine:
                 lineage=_lineage(inputs),
                 store=self.store,
                 credits=[credit.lineage() for credit in node.credits],
+                external=node.external,
                 label=self.label(name),
                 variant=self.recipe.variant,
             )
@@ -262,6 +281,7 @@ class Engine:
             "libraries": stage_libraries(node.credits),
             "options": node.stage.options.model_dump(mode="json"),
             "inputs": {ref: {"fingerprint": inp.fingerprint, "digest": inp.digest} for ref, inp in inputs.items()},
+            "external": node.external,
             "metrics": metrics,
             "seconds": round(seconds, 3),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -295,14 +315,75 @@ def lineage_entry(name: str, manifest: dict[str, Any]) -> dict[str, Any]:
     return {
         "name": name,
         "kind": manifest.get("kind"),
+        "produces": manifest.get("produces"),
         "plugin": manifest.get("plugin"),
         "plugins": manifest.get("plugins") or [],
         "libraries": manifest.get("libraries") or {},
         "options": manifest.get("options"),
+        # what it read (by fingerprint: the lineage is a tree) and what outside the store (Hub dataset commits)
+        "inputs": {ref: entry.get("fingerprint") for ref, entry in (manifest.get("inputs") or {}).items()},
+        "external": manifest.get("external") or {},
         "metrics": manifest.get("metrics"),
         "fingerprint": manifest.get("fingerprint"),
         "digest": manifest.get("digest"),
     }
+
+
+class EarlierBuilds:
+    """The artifacts a recipe's stages made before (under other fingerprints), read once from the store."""
+
+    def __init__(self, store: Store, recipe_name: str):
+        self.store = store
+        self.recipe_name = recipe_name
+        self._by_stage: dict[str, list[Any]] | None = None
+
+    def newest(self, stage: str) -> Any:
+        if self._by_stage is None:
+            self._by_stage = {}
+            for artifact in self.store.list():
+                manifest = artifact.manifest
+                if (manifest.get("recipe") or {}).get("name") == self.recipe_name and manifest.get("stage"):
+                    self._by_stage.setdefault(manifest["stage"], []).append(artifact)
+        return max(self._by_stage.get(stage, []), key=lambda a: a.manifest.get("created", ""), default=None)
+
+
+def changes_since(manifest: dict[str, Any], node: Any, shown: int = 3) -> str:
+    """What differs between a stage as planned and its earlier build (``manifest``), in one line: its options,
+    what it resolved outside the store (a Hub commit that moved), the fingerprints of its inputs, its plugins."""
+    changes = _differences("", manifest.get("options"), node.stage.options.model_dump(mode="json"))
+    if "external" in manifest:  # recorded since external inputs were: older builds cannot tell
+        changes += _differences("", manifest["external"], node.external)
+    recorded = manifest.get("inputs") or {}
+    changes += [f"{ref} changed" for ref, fingerprint in node.inputs.items()
+                if (recorded.get(ref) or {}).get("fingerprint") != fingerprint]
+    before = {p.get("name"): p.get("code") for p in manifest.get("plugins") or []}
+    changes += [f"plugin {credit.plugin.name} changed" for credit in node.credits
+                if credit.plugin.name in before and before[credit.plugin.name] != credit.plugin.code_hash]
+    if not changes:
+        return f"not built with this fingerprint (last built {manifest.get('created', '?')})"
+    more = f" and {len(changes) - shown} more" if len(changes) > shown else ""
+    return f"since its last build ({manifest.get('created', '?')}): " + "; ".join(changes[:shown]) + more
+
+
+def _differences(prefix: str, old: Any, new: Any) -> list[str]:
+    """``["sources[0].revision 1a2b3c4d5e -> 9f8e7d6c5b"]``: the leaves that differ between two JSON values."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        found: list[str] = []
+        for key in list(dict.fromkeys([*old, *new])):
+            found += _differences(f"{prefix}.{key}" if prefix else str(key), old.get(key), new.get(key))
+        return found
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        return [d for i, (a, b) in enumerate(zip(old, new)) for d in _differences(f"{prefix}[{i}]", a, b)]
+    return [] if old == new else [f"{prefix} {_brief(old)} -> {_brief(new)}"]
+
+
+def _brief(value: Any) -> str:
+    if value is None:
+        return "unset"
+    if isinstance(value, str) and len(value) == 40 and all(c in "0123456789abcdef" for c in value):
+        return value[:10]  # a commit
+    text = value if isinstance(value, str) else json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _short_metrics(metrics: dict[str, Any]) -> str:

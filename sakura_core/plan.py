@@ -64,6 +64,7 @@ class StageNode:
     plugin: str  # the plugin that provides the stage kind
     inputs: dict[str, str] = field(default_factory=dict)  # referenced name -> fingerprint
     credits: list[Credit] = field(default_factory=list)  # every plugin taking part, the stage kind's first
+    external: dict[str, Any] = field(default_factory=dict)  # what external_inputs resolved (Hub commits, file hashes)
 
 
 @dataclass
@@ -132,15 +133,21 @@ def build_plan(recipe: Recipe, env: SourceEnv, only_models: set[str] | None = No
             ref: (stages[ref].fingerprint if ref in stages else sources[ref].fingerprint) for ref in stage.depends_on
         }
         credits = stage_credits(recipe, name)
+        try:
+            external = stage.kind.external_inputs(stage.options, check_env)
+        except SakuraError as exc:  # a Hub commit that cannot be resolved: say which stage asked
+            error = SakuraError(f"{recipe.file}: stages.{name}: {exc}")
+            error.exit_code = exc.exit_code
+            raise error from None
         material = {
             "kind": stage.kind_name,
             "plugins": [[c.plugin.name, c.plugin.version, list(c.provides), [getattr(i, "version", "1") for i in c.implementations]]
                         for c in credits],
             "options": stage.options.model_dump(mode="json"),
             "inputs": {key: inputs[ref] for key, ref in sorted(stage.references.items())},
-            "external": stage.kind.external_inputs(stage.options, check_env),
+            "external": external,
         }
-        stages[name] = StageNode(stage, hash_json(material), credits[0].plugin.name, inputs, credits)
+        stages[name] = StageNode(stage, hash_json(material), credits[0].plugin.name, inputs, credits, external)
     return Plan(recipe, sources, stages)
 
 

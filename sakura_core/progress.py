@@ -86,13 +86,22 @@ def _fmt_metrics(values: dict[str, Any]) -> str:
 
 
 class PlainReporter(Reporter):
-    """Log lines for CI and pipes: a line when a task starts, about every 10 s and at 25% steps, and at its end."""
+    """Log lines for CI and pipes: a line when a task starts, at 25% steps, and at least every ``interval``
+    seconds while a task or stage runs, even when nothing advances (a long optimizer step, a download)."""
 
     def __init__(self, stream: IO[str] | None = None, interval: float = 10.0):
         self.stream = stream or sys.stderr
         self.interval = interval
-        self._lock = threading.Lock()
-        self._last: dict[int, tuple[float, int]] = {}
+        self._lock = threading.Lock()  # one line at a time
+        self._state = threading.Lock()  # what is open, shared with the ticker thread
+        self._last: dict[int, tuple[float, int]] = {}  # task -> (time of its last line, last quarter shown)
+        self._tasks: dict[int, tuple[Task, float]] = {}  # open task -> when it started
+        self._stages: dict[str, tuple[float, float]] = {}  # running stage -> (when it started, its last line)
+        self._done = threading.Event()
+        self._ticker: threading.Thread | None = None
+
+    def __exit__(self, *exc: Any) -> None:
+        self._done.set()
 
     def _print(self, line: str) -> None:
         with self._lock:
@@ -102,9 +111,15 @@ class PlainReporter(Reporter):
         self._print(message)
 
     def stage_started(self, name: str, kind: str) -> None:
+        now = time.monotonic()
+        with self._state:
+            self._stages[name] = (now, now)
+        self._start_ticker()
         self._print(f"stage {name} ({kind}): running")
 
     def stage_finished(self, name: str, status: str, seconds: float, detail: str = "") -> None:
+        with self._state:
+            self._stages.pop(name, None)
         extra = f" - {detail}" if detail else ""
         self._print(f"stage {name}: {status} in {seconds:.1f}s{extra}")
 
@@ -116,7 +131,11 @@ class PlainReporter(Reporter):
             self._print(f"{name}: {_fmt_metrics(values)}")
 
     def _task_started(self, task: Task) -> None:
-        self._last[id(task)] = (time.monotonic(), 0)
+        now = time.monotonic()
+        with self._state:
+            self._last[id(task)] = (now, 0)
+            self._tasks[id(task)] = (task, now)
+        self._start_ticker()
         total = f" ({task.total:g}{' ' + task.unit if task.unit else ''})" if task.total else ""
         self._print(f"{task.description}{total}")
 
@@ -129,7 +148,42 @@ class PlainReporter(Reporter):
             self._print(f"{task.description}: {_progress_text(task)}")
 
     def _task_done(self, task: Task) -> None:
-        self._last.pop(id(task), None)
+        with self._state:
+            self._last.pop(id(task), None)
+            self._tasks.pop(id(task), None)
+
+    # -- a line every interval while something runs, from a thread of its own ----------------------
+    def _start_ticker(self) -> None:
+        if self._ticker is None:
+            self._ticker = threading.Thread(target=self._tick, name="sakura-plain-progress", daemon=True)
+            self._ticker.start()
+
+    def _tick(self) -> None:
+        while not self._done.wait(min(1.0, self.interval / 2)):
+            with self._state:
+                lines = self._quiet_lines(time.monotonic())
+            for line in lines:
+                self._print(line)
+
+    def _quiet_lines(self, now: float) -> list[str]:
+        """A line for each open task that printed nothing for ``interval``; for a running stage when it has no
+        task open (its work reports no steps)."""
+        lines = []
+        for key, (task, started) in self._tasks.items():
+            last_time, quarter = self._last.get(key, (now, 0))
+            if now - last_time >= self.interval:
+                self._last[key] = (now, quarter)
+                lines.append(f"{task.description}: {_progress_text(task)}, {_duration(now - started)} so far")
+        for name, (started, last) in self._stages.items():
+            if not self._tasks and now - last >= self.interval:
+                self._stages[name] = (started, now)
+                lines.append(f"stage {name}: running, {_duration(now - started)} so far")
+        return lines
+
+
+def _duration(seconds: float) -> str:
+    minutes, rest = divmod(int(seconds), 60)
+    return f"{minutes}m{rest:02d}s" if minutes else f"{rest}s"
 
 
 def _progress_text(task: Task) -> str:

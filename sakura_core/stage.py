@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from sakura_core.options import Options
     from sakura_core.plugins import Plugins
     from sakura_core.progress import Reporter, Task
-    from sakura_core.store import Store
+    from sakura_core.store import Artifact, Store
 
 
 @dataclass
@@ -34,8 +34,8 @@ class StageKind(Implementation):
     """A kind of stage (``merge``, ``dataset``, ``train``, ``publish``, ...).
 
     Subclasses set ``Options`` (the stage's TOML table minus ``kind``) and implement ``references`` and
-    ``run``; ``check``, ``uses``, ``external_inputs`` and ``estimate`` are optional (and ``libraries``, the
-    distributions whose version its results depend on).
+    ``run``; ``check``, ``uses``, ``external_inputs``, ``estimate`` and ``outdated`` are optional (and
+    ``libraries``, the distributions whose version its results depend on).
     """
 
     Options: ClassVar[type[Options]]
@@ -79,6 +79,16 @@ class StageKind(Implementation):
         """
         return None
 
+    def outdated(self, options: Any, artifact: Artifact, env: SourceEnv) -> str | None:
+        """Why a cached artifact of this stage no longer stands for what running it would do, or None.
+
+        The engine serves a stage from the store when its fingerprint and inputs match; a stage whose work
+        lives outside the store too (a published repo that may have been deleted or overwritten since) says
+        here what changed, in a few words (``"the Hub no longer holds commit 1a2b3c on tester/x"``), and the
+        stage runs again. Called by ``plan`` and ``run`` for each cached artifact of the stage (not when the
+        stage runs anyway); keep it to a cheap check, and answer None when it cannot tell (offline).
+        """
+        return None
     def headline(self, metrics: dict[str, Any]) -> dict[str, tuple[float, bool]]:
         """The numbers ``sakura compare`` puts side by side for this stage, from its metrics: ``{name: (value,
         higher_is_better)}`` (a train stage's final loss, an eval stage's scores); empty: none."""
@@ -136,6 +146,7 @@ class SourceEnv:
     recipe_dir: Path
     store: Store
     reporter: Reporter
+    plugins: Plugins | None = None  # every registry (the engine always sets it)
 
 
 @dataclass(frozen=True)
@@ -206,6 +217,7 @@ class StageContext:
     lineage: list[dict[str, Any]]  # every upstream source and stage, oldest first
     store: Store  # the run's artifact store, for stages that keep artifacts of their own (caches)
     credits: list[dict[str, Any]] = field(default_factory=list)  # the plugins taking part in this stage
+    external: dict[str, Any] = field(default_factory=dict)  # what external_inputs resolved at plan time: run with it
     label: str = ""  # its row in the live view: the stage name, or "name [variant]" in a family of variants
     variant: str = ""  # the variant of the recipe file being run ("" for a recipe without variants)
 

@@ -7,6 +7,7 @@ Layout under the store root (``.sakura/`` beside the recipe by default)::
     work/<fingerprint>/          a stage's scratch space that survives a crash (checkpoints to resume from)
     runs/<time>-<recipe>.json    one summary per run
     logs/                        tracebacks of unexpected failures
+    published/<fingerprint>/     where an artifact was published (a Hub repo and commit), one file per destination
 
 A directory rename is atomic, so an artifact is either wholly there or not at all: a run killed at any
 moment (even SIGKILL) leaves at most a ``tmp/`` entry, which no later run accepts and ``gc`` removes.
@@ -14,6 +15,9 @@ moment (even SIGKILL) leaves at most a ``tmp/`` entry, which no later run accept
 Every manifest records ``digest``, a hash of the artifact's files (names and contents): a stage records
 the digests of the artifacts it read, so a rebuilt input (``--force``) is told apart from the one an
 output was made from, even under the same fingerprint.
+
+A publication record outlives ``gc``: it says what was published, which stays true. Later stages read it to
+name the published repo as the parent of what descends from the artifact.
 
 Stages may keep side artifacts of their own (the reference log-prob cache). A side artifact's manifest
 lists ``kept_with``: the fingerprints it was computed from; ``gc`` keeps it while all of those are kept.
@@ -129,6 +133,31 @@ class Store:
                     removed.append(path)
         return removed
 
+    # -- where artifacts went ----------------------------------------------------------------------
+    def record_publication(self, fingerprint: str, destination: str, record: dict[str, Any]) -> Path:
+        """Remember that artifact ``fingerprint`` was published to ``destination`` (``hub:<endpoint>/<repo>@<branch>``).
+
+        One file per destination, replaced atomically: publishers running at once (two recipes sharing an
+        artifact) never tear or lose each other's records, and the newest publication to a destination wins.
+        """
+        from sakura_core.hashing import hash_json
+
+        folder = self.root / "published" / fingerprint
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{hash_json(destination)[:16]}.json"
+        _write_json_atomic(path, {**record, "destination": destination, "recorded": time.time()})
+        return path
+
+    def publications(self, fingerprint: str) -> list[dict[str, Any]]:
+        """Every destination artifact ``fingerprint`` was published to, newest first."""
+        found = []
+        for path in sorted((self.root / "published" / fingerprint).glob("*.json")):
+            try:
+                found.append(json.loads(path.read_text()))
+            except (OSError, ValueError):
+                continue  # a record another process is replacing right now: it reappears whole
+        return sorted(found, key=lambda r: -float(r.get("recorded") or 0))
+
     def record_run(self, recipe_name: str, summary: dict[str, Any]) -> Path:
         runs = self.root / "runs"
         runs.mkdir(parents=True, exist_ok=True)
@@ -160,7 +189,8 @@ def _owned_by_live_process(entry: str) -> bool:
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".part")
+    # a name of this writer's own: two processes replacing the same file never write into one temporary file
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{next(_counter)}.part")
     with open(tmp, "w", encoding="utf-8") as fh:
         json.dump(data, fh, indent=2, sort_keys=True, default=str)
         fh.write("\n")

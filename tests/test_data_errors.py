@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from sakura_core.engine import Engine
-from sakura_core.errors import RecipeError
+from sakura_core.errors import RecipeError, SakuraError
 from sakura_core.recipe import load_recipe
 
 from test_data import MATH, ORCA
@@ -181,6 +181,14 @@ def test_recipe_errors_name_the_key(tmp_path, table, key, message):
 
 
 def test_hub_dataset_unreachable_is_one_line(tmp_path, monkeypatch):
+    """Offline, a Hub dataset that is not in the cache has no commit to fingerprint: the plan says so in one
+    line, before any work."""
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    message = failure(recipe(tmp_path, stage('[{ adapter = "orca", path = "no-such-org/no-such-dataset" }]')))
-    assert message.startswith("stage data: source 0 (no-such-org/no-such-dataset, adapter orca): cannot load Hub dataset: ")
+    path = recipe(tmp_path, stage('[{ adapter = "orca", path = "no-such-org/no-such-dataset" }]'))
+    with pytest.raises(SakuraError) as info:
+        Engine(load_recipe(path)).run()
+    message = str(info.value)
+    assert message.startswith("r.toml: stages.data: dataset no-such-org/no-such-dataset@main is not in the Hugging Face cache")
+    assert "\n" not in message
+    artifacts = tmp_path / ".sakura" / "artifacts"
+    assert not artifacts.exists() or not any(artifacts.iterdir())

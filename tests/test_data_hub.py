@@ -150,3 +150,36 @@ def test_hub_dataset_data_dir_and_data_files(hub, tmp_path):
     out = run_json(hub, recipe)
     stats = json.loads((Path(out["stages"][0]["artifact"]) / "stats.json").read_text())
     assert [s["rows_in"] for s in stats["sources"]] == [2, len(TOXIC.read_text().splitlines())]
+
+
+def plan_json(hub, recipe: Path, **env) -> dict:
+    done = hub.run("plan", str(recipe), "--json", cwd=recipe.parent, **env)
+    assert done.returncode == 0, done.stderr
+    return {s["stage"]: s for s in json.loads(done.stdout)["stages"]}
+
+
+def test_a_dataset_at_its_commit_online_and_offline(hub, tmp_path):
+    """The commit is in the manifest and lineage; plan says when main moved; offline, the commit the last run
+    read comes from the Hugging Face cache, so nothing re-runs."""
+    first = hub.seed_repo("intel/orca-mini", {"data/train.jsonl": ORCA.read_bytes()}, repo_type="dataset")
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('name = "t"\n[stages.data]\nkind = "dataset"\nsources = [{ adapter = "orca", path = "intel/orca-mini" }]\n')
+    out = run_json(hub, recipe)
+    manifest = json.loads((Path(out["stages"][0]["artifact"]) / "sakura-artifact.json").read_text())
+    assert manifest["external"] == {"sources[0]": {"hub": "intel/orca-mini", "revision": first}}
+    assert plan_json(hub, recipe, offline=True)["data"]["status"] == "cached"
+
+    second = add_commit(hub, "intel/orca-mini", {"data/train.jsonl": ORCA.read_text().splitlines()[0].encode() + b"\n"})
+    moved = plan_json(hub, recipe)["data"]
+    assert moved["status"] == "will run"
+    assert moved["notes"][0].endswith(f"): sources[0].revision {first[:10]} -> {second[:10]}")
+    assert plan_json(hub, recipe, offline=True)["data"]["status"] == "cached"  # offline: what the cache holds
+    assert run_json(hub, recipe)["stages"][0]["metrics"]["rows_train"] == 1
+    assert plan_json(hub, recipe, offline=True)["data"]["status"] == "cached"  # the new commit, from the cache
+
+    done = hub.run("plan", str(recipe), cwd=tmp_path, offline=True, home=tmp_path / "empty-home")
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].endswith(
+        "r.toml: stages.data: dataset intel/orca-mini@main is not in the Hugging Face cache "
+        f"({tmp_path / 'empty-home' / 'hub'}) and HF_HUB_OFFLINE is set; download it once online, or pin the revision "
+        "to a cached commit")

@@ -281,3 +281,54 @@ def test_the_recipe_recorded_is_the_recipe_as_it_ran(write_recipe):
     assert text.startswith("# the recipe as it ran\n# applied: stages.b.text=\"bzz\"\n# applied: stages.b.repeat=2\n")
     expected = apply_overrides(tomllib.loads(path.read_text()), ["stages.b.text=\"bzz\"", "stages.b.repeat=2"], "r.toml")
     assert tomllib.loads(text) == expected
+
+
+def test_a_stage_whose_work_outside_the_store_is_gone_runs_again(write_recipe, counter, tmp_path):
+    mirror = tmp_path / "mirror.txt"
+    path = write_recipe(f'plugins = ["echo_plugin.py"]\n[stages.a]\nkind = "echo"\nmirror = "{mirror}"\n'
+                        '[stages.b]\nkind = "echo"\nreads = ["a"]\n')
+    assert statuses(run(path)) == {"a": "ran", "b": "ran"} and counter() == ["a", "b"]
+    assert statuses(run(path)) == {"a": "cached", "b": "cached"} and counter() == []
+
+    mirror.unlink()
+    engine = Engine(load_recipe(path))
+    plan = engine.statuses(engine.plan())
+    assert plan["a"] == {"status": "will run", "notes": ["mirror.txt is gone"]}
+    assert plan["b"]["status"] == "cached" and plan["b"]["notes"] == ["unless a rebuilds to different bytes"]
+    assert statuses(run(path)) == {"a": "ran", "b": "cached"} and counter() == ["a"]  # the same bytes again
+    assert mirror.exists()
+
+
+def test_plan_says_what_changed_since_a_stage_was_last_built(write_recipe):
+    path = write_recipe(PIPELINE)
+    assert run(path).ok
+    engine = Engine(load_recipe(path, ["stages.b.text=bzz"]))
+    plan = engine.statuses(engine.plan())
+    assert plan["a"] == {"status": "cached", "notes": []}
+    (note,) = plan["b"]["notes"]
+    assert note.startswith("since its last build (") and note.endswith("): text bee -> bzz")
+    assert plan["c"]["notes"][0].endswith("): b changed")
+
+
+def test_publication_records_survive_writers_at_once(tmp_path):
+    """Every writer replaces its destination's record whole: readers never see a torn or lost record."""
+    import multiprocessing
+
+    from sakura_core.store import Store
+
+    with multiprocessing.get_context("fork").Pool(4) as pool:
+        pool.starmap(_publish_many, [(tmp_path, writer) for writer in range(4)])
+    records = Store(tmp_path).publications("f" * 64)
+    assert sorted(r["destination"] for r in records) == sorted(["hub:shared@main", *(f"hub:own{w}@main" for w in range(4))])
+    assert {r["n"] for r in records if r["destination"] != "hub:shared@main"} == {49}
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".part")]
+
+
+def _publish_many(root: Path, writer: int) -> None:
+    from sakura_core.store import Store
+
+    store = Store(root)
+    for n in range(50):
+        store.record_publication("f" * 64, "hub:shared@main", {"writer": writer, "n": n})
+        store.record_publication("f" * 64, f"hub:own{writer}@main", {"writer": writer, "n": n})
+        assert all("destination" in r for r in store.publications("f" * 64))

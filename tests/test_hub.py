@@ -6,6 +6,7 @@ its upload paths: Xet on with every file "regular" (the ``hub`` fixture) and Xet
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from hub_fixtures import READ_TOKEN, WRITE_TOKEN, hub, lfs_hub  # noqa: F401 - fixtures
+from sakura_core.store import Store
 
 RECIPE = """\
 name = "tiny-hub"
@@ -226,11 +228,50 @@ def test_bad_repo_id_and_refused_tokens(hub, tmp_path, store):
     assert "refused the token for tester/tiny (HTTP 403)" in one_line_error(done)
     assert ("model", "tester/tiny") not in hub.state.repos
 
+    # A bare name is the token owner's, in the repo and in the card's from_pretrained; the store remembers it.
+    done = hub.run("push", str(artifact), "--repo-id", "tiny-bare")
+    assert done.returncode == 0, done.stderr
+    assert "from_pretrained('tester/tiny-bare')" in hub.files("tester/tiny-bare")["README.md"].decode()
+    newest = Store(store).publications(artifact.name)[0]
+    assert (newest["repo_id"], newest["commit"]) == ("tester/tiny-bare", hub.state.repos[("model", "tester/tiny-bare")].refs["main"])
+
     # The token of `hf auth login` ($HF_HOME/token) is used when HF_TOKEN is not set.
     (hub.home / "token").write_text(WRITE_TOKEN)
     done = hub.run("push", str(artifact), "--repo-id", "tester/tiny", token=None)
     assert done.returncode == 0, done.stderr
     assert "README.md" in hub.files("tester/tiny") and WRITE_TOKEN not in done.stdout + done.stderr
+
+
+def test_a_publish_stage_republishes_what_the_hub_no_longer_holds(hub, tmp_path, store):
+    recipe = write_recipe(tmp_path)
+    done, result = run_json(hub, recipe, store)
+    assert done.returncode == 0, done.stderr
+    published = json.loads(Path(result["stages"][0]["artifact"], "published.json").read_text())
+    weights = hub.files("tester/tiny")["model.safetensors"]
+    assert published["files"]["model.safetensors"] == hashlib.sha1(b"blob %d\0" % len(weights) + weights).hexdigest()
+
+    hub.commit("tester/tiny", {"NOTES.md": b"someone's notes"})  # a later commit that changes nothing published
+    done, result = run_json(hub, recipe, store)
+    assert result["stages"][0]["status"] == "cached"
+
+    overwritten = hub.commit("tester/tiny", {"model.safetensors": b"other weights"})
+    plan = hub.run("plan", str(recipe), "--store", str(store), "--json")
+    stage = json.loads(plan.stdout)["stages"][0]
+    assert stage["status"] == "will run" and stage["notes"] == [
+        f"tester/tiny@main no longer holds what was published: model.safetensors changed since commit {published['commit'][:10]}"]
+    done, result = run_json(hub, recipe, store, quiet=False)
+    assert result["stages"][0]["status"] == "ran" and "model.safetensors changed since commit" in done.stderr
+    assert hub.files("tester/tiny")["model.safetensors"] == weights
+    assert hub.state.repos[("model", "tester/tiny")].commits[hub.state.repos[("model", "tester/tiny")].refs["main"]].parent == overwritten
+
+    del hub.state.repos[("model", "tester/tiny")]
+    plan = hub.run("plan", str(recipe), "--store", str(store), "--json")
+    assert json.loads(plan.stdout)["stages"][0]["notes"] == [f"tester/tiny is gone from {hub.endpoint} (deleted, or the token cannot read it)"]
+    done, result = run_json(hub, recipe, store)
+    assert result["stages"][0]["status"] == "ran" and hub.files("tester/tiny")["model.safetensors"] == weights
+    # offline nothing can be checked: the publication stands as recorded
+    offline = hub.run("plan", str(recipe), "--store", str(store), "--json", offline=True)
+    assert json.loads(offline.stdout)["stages"][0]["status"] == "cached"
 
 
 def test_connection_lost_is_retried_then_fails_cleanly_and_a_rerun_completes(hub, tmp_path, store):
@@ -305,6 +346,23 @@ def test_hub_models_merged_and_published_with_their_lineage(hub, tmp_path, tiny_
     merged = Path(result["stages"][0]["artifact"])
     assert files["model.safetensors"] == (merged / "model.safetensors").read_bytes()
 
+    # The published merge configuration names the models at their commits, as mergekit reads them, with
+    # mergekit's keys only: `sakura merge` and mergekit-yaml both run it as it is.
+    config = yaml.safe_load(files["mergekit_config.yml"])
+    assert config["base_model"] == f"tester/tiny-a@{shas['tiny-a']}"
+    assert [s["model"] for s in config["slices"][0]["sources"]] == [f"tester/tiny-a@{shas['tiny-a']}", f"tester/tiny-b@{shas['tiny-b']}"]
+    (tmp_path / "mergekit_config.yml").write_bytes(files["mergekit_config.yml"])
+    done = hub.run("merge", "mergekit_config.yml", "by-sakura", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "by-sakura" / "model.safetensors").read_bytes() == files["model.safetensors"]
+    done = hub.python("-m", "mergekit.scripts.run_yaml", "mergekit_config.yml", "by-mergekit", "--quiet", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    import torch
+    from safetensors.torch import load_file
+
+    ours, theirs = load_file(merged / "model.safetensors"), load_file(next((tmp_path / "by-mergekit").glob("*.safetensors")))
+    assert ours.keys() == theirs.keys() and all(torch.allclose(ours[k], theirs[k], atol=1e-5) for k in ours)
+
 
 def test_hub_dataset_repo_loads_with_datasets(hub):
     rows = "".join(json.dumps({"question": f"q{i}", "chosen": f"c{i}", "rejected": f" r{i}"}) + "\n" for i in range(5))
@@ -318,15 +376,16 @@ def test_hub_dataset_repo_loads_with_datasets(hub):
 def test_demo_recipe_publishes_to_the_hub(hub, tmp_path):
     """recipes/tiny.toml (merge -> data -> DPO -> publish), its publish stage pointed at the loopback Hub."""
     demo = Path(__file__).resolve().parent.parent / "recipes"
-    shutil.copytree(demo / "data", tmp_path / "data")
-    shutil.copytree(demo / "tasks", tmp_path / "tasks")
+    for folder in ("data", "tasks"):  # the demo's data and its eval stage's task
+        shutil.copytree(demo / folder, tmp_path / folder)
     text = (demo / "tiny.toml").read_text()
     head = text[: text.index("[stages.publish]")]
     recipe = tmp_path / "tiny.toml"
     recipe.write_text(head + '[stages.publish]\nkind = "publish"\npublisher = "hub"\nmodel = "dpo"\nrepo_id = "tester/tiny-sakura"\n')
-    quick = [  # a few rows and steps: this checks publishing, not training
-        "-s", 'stages.data.sources=[{adapter="orca", path="data/tiny_orca.jsonl", max_rows=12}]',
+    quick = [  # a few rows, steps and questions: this checks publishing, not training (8 rows are held out)
+        "-s", 'stages.data.sources=[{adapter="orca", path="data/tiny_orca.jsonl", max_rows=16}]',
         "-s", "stages.dpo.args={learning_rate=5e-5, beta=0.1, per_device_train_batch_size=4, max_steps=2, max_length=256, seed=42}",
+        "-s", 'stages.trivia.options={tasks=["sakura_trivia"], task_files=["tasks/sakura_trivia.yaml"], limit=4}',
     ]
     done, result = run_json(hub, recipe, tmp_path / "store", *quick)
     assert done.returncode == 0, done.stderr
@@ -345,6 +404,6 @@ def test_demo_recipe_publishes_to_the_hub(hub, tmp_path):
     front = yaml.safe_load(card.split("---\n", 2)[1])
     assert {"sakura", "merge", "mergekit", "slerp", "dpo", "trl", "lora"} <= set(front["tags"])
     for words in ("## Merge (stage `merge`)", "value: [0, 0.5, 0.3, 0.7, 1]", "## Data (stage `data`)",
-                  "12 of 64 rows used", "## Training (stage `dpo`)", "| beta | 0.1 |", "| max_steps | 2 |",
+                  "16 of 64 rows used", "## Training (stage `dpo`)", "| beta | 0.1 |", "| max_steps | 2 |",
                   "| reward_accuracy |", "## Recipe", 'repo_id = "tester/tiny-sakura"', "from_pretrained('tester/tiny-sakura')"):
         assert words in card, words

@@ -203,3 +203,139 @@ def test_card_shows_the_configuration_trl_received_and_what_the_recipe_set():
     assert "| activation_checkpointing | true | recipe |" in card and "| learning_rate | 5e-07 | recipe |" in card
     assert "| logging_steps | 1 | default |" in card and "| use_cpu | true | default |" in card
     assert "gradient_checkpointing" not in card.split("## Recipe")[0]  # the name trl did not get
+
+
+# -- the model tree and valid front matter --------------------------------------------------------------
+SOLAR, SAUERKRAUT = "upstage/SOLAR-10.7B-Instruct-v1.0", "VAGOsolutions/SauerkrautLM-SOLAR-Instruct"
+ORCA_COMMIT = "d" * 40
+
+
+def family_lineage() -> list[dict]:
+    """The lineage of a Sakura-SOLAR DPO model as the engine records it: each stage names its inputs by
+    fingerprint, and the dataset stage the Hub commit it read."""
+    return [
+        {"name": "solar", "kind": "model", "source": "hub", "id": SOLAR, "sha": "a" * 40, "fingerprint": "f1"},
+        {"name": "sauerkraut", "kind": "model", "source": "hub", "id": SAUERKRAUT, "sha": "b" * 40, "fingerprint": "f2"},
+        {"name": "merge", "kind": "merge", "produces": "model", "fingerprint": "f3", "inputs": {"solar": "f1", "sauerkraut": "f2"},
+         "options": {"merge_method": "slerp", "base_model": "solar",
+                     "slices": [{"sources": [{"model": "sauerkraut", "layer_range": [0, 48]},
+                                             {"model": "solar", "layer_range": [0, 48]}]}]}},
+        {"name": "data", "kind": "dataset", "produces": "dataset", "fingerprint": "f4", "inputs": {"tokenizer": "f3"},
+         "external": {"sources[0]": {"hub": "Intel/orca_dpo_pairs", "revision": ORCA_COMMIT}},
+         "options": {"sources": [{"adapter": "orca", "path": "Intel/orca_dpo_pairs"}]}},
+        {"name": "dpo", "kind": "train", "produces": "model", "fingerprint": "f5", "inputs": {"model": "f3", "dataset": "f4"},
+         "options": {"trainer": "dpo", "model": "merge", "dataset": "data", "lora": {"r": 16}}},
+    ]
+
+
+OPENLLM = {"name": "openllm", "kind": "eval", "fingerprint": "f6", "metrics": {
+    "evaluator": "lm-eval", "results": {"arc_challenge": {"acc_norm,none": 0.7099, "acc_norm,none_stderr": 0.013}},
+    "tasks": {"arc_challenge": {"name": "ARC (25-shot)", "dataset": "allenai/ai2_arc", "config": "ARC-Challenge",
+                                "split": "test", "num_fewshot": 25}}}}
+
+
+def card_of(lineage: list[dict], fingerprint: str, **extra) -> str:
+    from sakura_publish.card import render_card
+
+    return render_card(lineage, model_name="m", load_reference="me/m", recipe_name="m", recipe_file="m.toml",
+                       recipe_text='name = "m"\n', fingerprint=fingerprint, **extra)
+
+
+def valid_front_matter(card: str):
+    """The card's front matter as huggingface_hub reads it, held to the Hub's rules for the keys sakura writes:
+    ``base_model`` and ``datasets`` are Hub ids, ``base_model_relation`` one of the Hub's four, the
+    ``model-index`` parses into eval results."""
+    from huggingface_hub import ModelCard
+    from huggingface_hub.utils import validate_repo_id
+
+    data = ModelCard(card).data  # ModelCardData: raises on a model-index it cannot read
+    bases = data.base_model if isinstance(data.base_model, list) else [data.base_model] if data.base_model else []
+    for repo_id in [*bases, *(data.datasets or [])]:
+        validate_repo_id(repo_id)
+    assert data.to_dict().get("base_model_relation") in (None, "adapter", "merge", "quantized", "finetune")
+    assert not data.to_dict().get("base_model_relation") or bases
+    if "model-index" in card.split("---\n", 2)[1]:
+        assert data.eval_results and all(r.metric_value is not None for r in data.eval_results)
+    return data.to_dict()
+
+
+def test_card_of_a_merge_names_what_it_merged():
+    front = valid_front_matter(card_of(family_lineage()[:3], "f3"))
+    assert front["base_model"] == [SOLAR, SAUERKRAUT] and front["base_model_relation"] == "merge"
+
+
+def test_card_of_a_finetune_of_a_published_merge_names_the_merge_repo():
+    published = {"f3": {"repo_id": "me/Sakura-SOLAR-Instruct", "commit": "c" * 40, "url": "x"}}
+    card = card_of(family_lineage(), "f5", published=published)
+    front = valid_front_matter(card)
+    assert front["base_model"] == "me/Sakura-SOLAR-Instruct" and front["base_model_relation"] == "finetune"
+    assert front["datasets"] == ["Intel/orca_dpo_pairs"]
+    tree = card.split("## Model tree")[1].split("\n## ")[0]
+    assert "`base_model` names [me/Sakura-SOLAR-Instruct](https://huggingface.co/me/Sakura-SOLAR-Instruct) (`base_model_relation: finetune`)" in tree
+    assert ("1. stage `dpo`: fine-tuned [me/Sakura-SOLAR-Instruct](https://huggingface.co/me/Sakura-SOLAR-Instruct) "
+            f"(stage `merge`, commit `{'c' * 40}`) with **dpo**") in tree and "not published" not in tree
+    assert f"[Intel/orca_dpo_pairs](https://huggingface.co/datasets/Intel/orca_dpo_pairs) at commit `{ORCA_COMMIT}`" in card
+
+
+def test_card_of_a_finetune_of_an_unpublished_merge_says_what_happened():
+    card = card_of(family_lineage(), "f5")
+    front = valid_front_matter(card)
+    # the Hub has no id for the merge: the merged models, as the Hub's docs write a merge
+    assert front["base_model"] == [SOLAR, SAUERKRAUT] and front["base_model_relation"] == "merge"
+    tree = card.split("## Model tree")[1].split("\n## ")[0]
+    assert f"1. stage `merge`: merged [{SOLAR}](https://huggingface.co/{SOLAR}) (commit `{'a' * 40}`) and " in tree
+    assert "with **slerp**." in tree and "2. stage `dpo`: fine-tuned stage `merge` with **dpo** on the data of stage `data`." in tree
+    assert "Stage `merge` was not published on its own" in tree
+
+
+def test_card_with_eval_results_has_a_valid_model_index():
+    front = valid_front_matter(card_of(family_lineage()[:3], "f3", evaluations=[OPENLLM]))
+    result = front["model-index"][0]["results"][0]
+    assert result["dataset"]["type"] == "allenai/ai2_arc" and result["metrics"][0]["value"] == 0.7099
+
+
+def test_a_stage_published_with_other_bytes_is_not_named():
+    """A forced rebuild can put other bytes under the published stage's fingerprint: the repo holds the old ones."""
+    from sakura_core.store import Store
+    from sakura_publish.stage import published_parents
+
+    class Hub:
+        def hub_id(self, record):
+            return record["repo_id"]
+
+    store = Store(Path(__import__("tempfile").mkdtemp()))
+    lineage = family_lineage()
+    lineage[2]["digest"] = "now"
+    store.record_publication("f3", "hub:x@main", {"publisher": "hub", "repo_id": "me/merge", "digest": "before"})
+    assert published_parents(lineage, "f5", store, {"hub": Hub()}) == {}
+    store.record_publication("f3", "hub:y@main", {"publisher": "hub", "repo_id": "me/merge2", "digest": "now", "commit": "c"})
+    assert published_parents(lineage, "f5", store, {"hub": Hub()}) == {"f3": {"repo_id": "me/merge2", "commit": "c", "url": None}}
+
+
+def test_an_adapter_published_alone_names_the_model_it_applies_to(tmp_path):
+    """adapter = true: the train stage's adapter/, a card with base_model_relation adapter (peft), and an
+    adapter_config.json that points to the base on the Hub instead of the store path it was trained on."""
+    from sakura_core.errors import StageError
+    from sakura_publish.stage import build_bundle
+
+    adapter = tmp_path / "dpo" / "adapter"
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "/store/artifacts/f3", "r": 16}))
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights")
+    published = {"f3": {"repo_id": "me/Sakura-SOLAR-Instruct", "commit": "c" * 40, "url": "x"}}
+
+    def bundle(parents):
+        return build_bundle(model_dir=adapter, model_name="dpo", model_fingerprint="f5", lineage=family_lineage(),
+                            recipe_name="m", recipe_file="m.toml", recipe_text='name = "m"\n', out_dir=tmp_path / "out",
+                            load_reference="me/m-adapter", published=parents, adapter=True)
+
+    made = bundle(published)
+    assert sorted(made.files) == ["README.md", "adapter_config.json", "adapter_model.safetensors", "sakura-lineage.json",
+                                  "sakura-recipe.toml"]
+    assert json.loads(made.files["adapter_config.json"].read_text()) == {"base_model_name_or_path": "me/Sakura-SOLAR-Instruct", "r": 16}
+    card = made.files["README.md"].read_text()
+    front = valid_front_matter(card)
+    assert (front["base_model"], front["base_model_relation"], front["library_name"]) == ("me/Sakura-SOLAR-Instruct", "adapter", "peft")
+    assert "(this repository holds the adapter alone)" in card
+    with pytest.raises(StageError, match=r"^the adapter of dpo applies to a model that is not on the Hub: publish that model first"):
+        bundle({})

@@ -136,14 +136,49 @@ def test_the_family_file_declares_exactly_the_single_model_recipes():
             assert stage.options == single.stages[name].options, (variant, name)
 
 
-def test_solrca_math_runs_as_written_and_the_family_shares_artifacts(solar_hub, tmp_path):
+CHECK_CARD = r"""
+import json, sys
+from huggingface_hub import ModelCard
+card = ModelCard.load(sys.argv[1])
+card.validate()  # the Hub's check, here the loopback server's
+print(json.dumps(card.data.to_dict()))
+"""
+
+
+def published_card(hub, repo_id: str) -> dict:
+    """The repo's model card loaded and validated by huggingface_hub, as its front matter."""
+    done = hub.python("-c", CHECK_CARD, repo_id)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_the_family_runs_as_written_and_the_hub_tree_reads_parents_merge_dpo(solar_hub, tmp_path):
     hub, store = solar_hub, tmp_path / "store"
     assert "solrca_math" in FAMILY and (RECIPES / "solrca_math.toml").read_text().count("127.0.0.1") == 0
+    solar_sha, sauerkraut_sha = (hub.state.repos[("model", r)].refs["main"] for r in list(STAND_INS)[:2])
 
+    # The merge, published on its own: a merge of the two SOLAR models.
+    out = run(hub, store, "run", "recipes/sakura_solar_instruct.toml", *local_evals("openllm"))
+    assert statuses(out) == {"merge": "ran", "openllm": "ran", "publish": "ran"}
+    merge_repo = hub.files("tester/Sakura-SOLAR-Instruct")
+    front = published_card(hub, "tester/Sakura-SOLAR-Instruct")
+    assert sorted(front["base_model"]) == ["VAGOsolutions/SauerkrautLM-SOLAR-Instruct", "upstage/SOLAR-10.7B-Instruct-v1.0"]
+    assert front["base_model_relation"] == "merge" and front["model-index"]
+    import yaml
+
+    mergekit = yaml.safe_load(merge_repo["mergekit_config.yml"])  # runnable as written: models at their commits
+    assert mergekit["base_model"] == f"upstage/SOLAR-10.7B-Instruct-v1.0@{solar_sha}"
+    assert {s["model"] for s in mergekit["slices"][0]["sources"]} == {
+        f"upstage/SOLAR-10.7B-Instruct-v1.0@{solar_sha}", f"VAGOsolutions/SauerkrautLM-SOLAR-Instruct@{sauerkraut_sha}"}
+
+    # DPO on that merge: the merge is not made again, and the card names the published merge as its parent.
     out = run(hub, store, "run", "recipes/solrca_math.toml", *local_evals("openllm_merge", "openllm"))
-    assert statuses(out) == {"merge": "ran", "data": "ran", "dpo": "ran", "openllm_merge": "ran", "openllm": "ran",
+    assert statuses(out) == {"merge": "cached", "data": "ran", "dpo": "ran", "openllm_merge": "cached", "openllm": "ran",
                              "publish": "ran"}
     stages = {s["name"]: s for s in out["stages"]}
+    front = published_card(hub, "tester/Sakura-SOLRCA-Math-Instruct-DPO-v2")
+    assert front["base_model"] == "tester/Sakura-SOLAR-Instruct" and front["base_model_relation"] == "finetune"
+    assert front["datasets"] == ["Intel/orca_dpo_pairs", "argilla/distilabel-math-preference-dpo"]
 
     merged = json.loads((Path(stages["merge"]["artifact"]) / "config.json").read_text())
     assert merged["num_hidden_layers"] == 48 and merged["architectures"] == ["LlamaForCausalLM"]
@@ -164,10 +199,23 @@ def test_solrca_math_runs_as_written_and_the_family_shares_artifacts(solar_hub, 
     assert dpo["steps"] == 2  # 40 pairs at an effective batch of 32 (2 x 16), one epoch
 
     published = hub.files("tester/Sakura-SOLRCA-Math-Instruct-DPO-v2")
-    assert {"config.json", "README.md", "sakura-lineage.json"} <= set(published)
-    assert any(name.endswith(".safetensors") for name in published)
+    assert {"config.json", "README.md", "sakura-lineage.json", "trainer_config.json"} <= set(published)
+    # the merge's float16, though a CPU trains in float32: the published model is the size of the merge
+    assert json.loads(published["config.json"])["dtype"] == "float16"
+    shards = [data for name, data in published.items() if name.endswith(".safetensors")]
+    assert shards and sum(map(len, shards)) <= 1.01 * sum(len(d) for n, d in merge_repo.items() if n.endswith(".safetensors"))
+    lineage = json.loads(published["sakura-lineage.json"])
+    assert [(d["id"], d["commit"]) for d in lineage["hub_datasets"]] == [
+        (name, hub.state.repos[("dataset", name)].refs["main"]) for name in ("Intel/orca_dpo_pairs", "argilla/distilabel-math-preference-dpo")]
+    assert [(m["id"], m["commit"]) for m in lineage["hub_models"]] == [
+        ("upstage/SOLAR-10.7B-Instruct-v1.0", solar_sha), ("VAGOsolutions/SauerkrautLM-SOLAR-Instruct", sauerkraut_sha)]
+    assert lineage["published_stages"]["merge"]["repo_id"] == "tester/Sakura-SOLAR-Instruct"
+    # the recipe as it ran: the eval overrides of this test are in it
+    assert "sakura_trivia" in published["sakura-recipe.toml"].decode()
     card = published["README.md"].decode()
-    assert "upstage/SOLAR-10.7B-Instruct-v1.0" in card and "Intel/orca_dpo_pairs" in card
+    assert "upstage/SOLAR-10.7B-Instruct-v1.0" in card and "Intel/orca_dpo_pairs" in card and "sakura_trivia" in card.split("## Recipe")[1]
+    orca = hub.state.repos[("dataset", "Intel/orca_dpo_pairs")].refs["main"]
+    assert f"[Intel/orca_dpo_pairs](https://huggingface.co/datasets/Intel/orca_dpo_pairs) at commit `{orca}`" in card
     # The card shows the configuration trl received: on a CPU the recipe's paged optimizer ran as adamw_torch.
     ran = dpo["trainer_config"]["optim"]
     assert (Path(stages["dpo"]["artifact"]) / "trainer_config.json").is_file()
@@ -176,19 +224,22 @@ def test_solrca_math_runs_as_written_and_the_family_shares_artifacts(solar_hub, 
         assert ran == "adamw_torch" and '| optim | "adamw_torch" | recipe said "paged_adamw_32bit" |' in card
     # The card carries the DPO model's evaluation (not the merge's), with the Hub's model-index.
     assert "## Evaluation (stage `openllm`, lm-eval)" in card and "`openllm_merge`" not in card
-    front = card.split("---")[1]
-    assert "model-index:" in front and "type: sakura_trivia" in front
+    assert front["model-index"][0]["results"][0]["dataset"]["type"] == "sakura_trivia"
+
+    # Offline after the online runs, every Hub input resolves to the commit in the Hugging Face cache.
+    done = hub.run("plan", "recipes/solrca_math.toml", *local_evals("openllm_merge", "openllm"), "--json",
+                   SAKURA_STORE=str(store), offline=True)
+    assert done.returncode == 0, done.stderr
+    offline = {s["stage"]: (s["status"], s["notes"]) for s in json.loads(done.stdout)["stages"]}
+    assert {name: status for name, (status, _) in offline.items()} == dict.fromkeys(
+        ["merge", "data", "dpo", "openllm_merge", "openllm", "publish"], "cached"), offline
 
     # v1 differs only in its LoRA targets: the merge, the data and the reference log-probs are shared.
     out = run(hub, store, "run", "recipes/solrca_math_v1.toml", *local_evals("openllm_merge", "openllm"))
     assert statuses(out) == {"merge": "cached", "data": "cached", "dpo": "ran", "openllm_merge": "cached", "openllm": "ran",
                              "publish": "ran"}
     assert {s["name"]: s for s in out["stages"]}["dpo"]["metrics"]["ref_cache_hit"] is True
-
-    # The merge alone, published: nothing is merged again.
-    out = run(hub, store, "run", "recipes/sakura_solar_instruct.toml", *local_evals("openllm"))
-    assert statuses(out) == {"merge": "cached", "openllm": "cached", "publish": "ran"}  # the merge's eval: shared
-    assert any(name.endswith(".safetensors") for name in hub.files("tester/Sakura-SOLAR-Instruct"))
+    assert published_card(hub, "tester/Sakura-SOLRCA-Math-Instruct-DPO-v1")["base_model"] == "tester/Sakura-SOLAR-Instruct"
 
     # The other variants: the merge is already there; only their own data and training would run.
     for stem in ("sakura_solar_dpo_v1", "sakura_solar_dpo_v2", "solrca"):

@@ -377,3 +377,88 @@ def test_launcher_runs_ddp_with_two_cpu_processes(tmp_path):
     # The reference cache written by the 2-process run serves a single-process run.
     single = run(write_recipe(tmp_path, DPO.replace("max_steps = 3", "max_steps = 1")))
     assert single.ok and single.outcome("dpo").metrics["ref_cache_hit"]
+
+
+class Recorder:
+    """A reporter that keeps every progress bar: its description, unit, total and the values it took."""
+
+    def __init__(self):
+        from sakura_core.progress import Reporter
+
+        class Recording(Reporter):
+            def _task_started(inner, task):
+                self.bars.append((task.description, task.unit, task.total, []))
+
+            def _task_updated(inner, task):
+                next(bar for bar in reversed(self.bars) if bar[0] == task.description)[3].append(task.completed)
+
+        self.bars: list[tuple[str, str, float, list[float]]] = []
+        self.reporter = Recording()
+
+
+def test_the_reference_pass_has_a_progress_bar_and_the_model_keeps_its_dtype(tmp_path):
+    """8 pairs through the reference in batches of 4; a float16 model trained in float32 on the CPU is saved
+    in float16 (save_dtype says otherwise)."""
+    path = write_recipe(tmp_path, DPO)
+    path.write_text(path.read_text().replace(TINY, TINY + "&dtype=float16"))
+    recorder = Recorder()
+    result = Engine(load_recipe(path), recorder.reporter).run()
+    assert result.ok, result.error
+    reference = [bar for bar in recorder.bars if "reference" in bar[0]]
+    assert reference == [("dpo: reference log-probs (train)", "pairs", 8, [4, 8])]
+    assert [bar[:3] for bar in recorder.bars if bar[0] == "dpo: training"] == [("dpo: training", "steps", 3)]
+    artifact = result.outcome("dpo").artifact
+    assert json.loads((artifact / "config.json").read_text())["dtype"] == "float16"
+    from safetensors import safe_open
+
+    with safe_open(str(next(artifact.glob("*.safetensors"))), "pt") as f:
+        assert {f.get_slice(name).get_dtype() for name in f.keys()} == {"F16"}
+    wide = run(path, ["stages.dpo.save_dtype=float32"], only=["dpo"])
+    assert wide.ok, wide.error
+    assert json.loads((wide.outcome("dpo").artifact / "config.json").read_text())["dtype"] == "float32"
+
+
+def test_sigterm_during_training_saves_a_checkpoint_and_says_so(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from sakura_trl.metrics import SakuraCallback
+
+    body = DPO.replace("max_steps = 3", "max_steps = 4, save_steps = 100")
+    path = write_recipe(tmp_path, body)
+    real = SakuraCallback.on_step_end
+
+    def terminated_in_step_two(self, args, state, control, **kw):
+        if state.global_step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # what a cluster sends before it takes the machine back
+        real(self, args, state, control, **kw)
+
+    monkeypatch.setattr(SakuraCallback, "on_step_end", terminated_in_step_two)
+    stopped = run(path)
+    fp = stopped.plan.stages["dpo"].fingerprint
+    checkpoints = stopped.recipe.store_dir / "work" / fp / "checkpoints"
+    assert not stopped.ok and stopped.error.exit_code == 143
+    assert str(stopped.error) == (f"stage dpo: stopped by SIGTERM after step 2 of 4: saved checkpoint-2 in {checkpoints}; "
+                                  "run again to resume from it")
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler lives as long as the training
+
+    monkeypatch.setattr(SakuraCallback, "on_step_end", real)
+    resumed = run(path)
+    assert resumed.ok, resumed.error
+    assert resumed.outcome("dpo").metrics["resumed_from_step"] == 2
+
+
+def test_sigterm_before_the_first_step_stops_at_once(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from sakura_trl.metrics import SakuraCallback
+
+    def terminated(self, args, state, control, **kw):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(SakuraCallback, "on_train_begin", terminated)
+    stopped = run(write_recipe(tmp_path, DPO))
+    assert not stopped.ok and stopped.error.exit_code == 143
+    assert str(stopped.error) == ("stage dpo: stopped by SIGTERM before the first training step: nothing to save; "
+                                  "a re-run starts training over")

@@ -86,7 +86,8 @@ def build_dataset(ctx: StageContext) -> dict[str, Any]:
     cache_dir.mkdir(parents=True, exist_ok=True)
 
     # 1. read every source and check its columns before any processing
-    opened = [open_source(s, i, ctx.recipe_dir, cache_dir) for i, s in enumerate(options.sources)]
+    commits = [(ctx.external.get(f"sources[{i}]") or {}).get("revision") for i in range(len(options.sources))]
+    opened = [open_source(s, i, ctx.recipe_dir, cache_dir, commit) for i, (s, commit) in enumerate(zip(options.sources, commits))]
     columns = [check_columns(o, s, i, a) for i, (s, a, o) in enumerate(zip(options.sources, adapters, opened))]
     sizes = [o.rows for o in opened]
     files = [o.files for o in opened]

@@ -30,8 +30,8 @@ class OpenedSource:
     column_names: list[str]
 
 
-def open_source(source: SourceOptions, i: int, recipe_dir: Path, cache_dir: Path) -> OpenedSource:
-    data = load_source(source, i, recipe_dir, cache_dir)
+def open_source(source: SourceOptions, i: int, recipe_dir: Path, cache_dir: Path, commit: str | None = None) -> OpenedSource:
+    data = load_source(source, i, recipe_dir, cache_dir, commit)
     files = arrow_files(data, cache_dir / f"source{i}-flat.arrow")
     opened = OpenedSource(files=files, rows=len(data), column_names=list(data.column_names))
     # Close the dataset's memory maps: the pages of its output file that load_dataset left resident
@@ -46,8 +46,9 @@ def describe(source: SourceOptions, i: int) -> str:
     return f"source {i} ({source.path}, adapter {source.adapter})"
 
 
-def load_source(source: SourceOptions, i: int, recipe_dir: Path, cache_dir: Path) -> Any:
-    """A ``datasets.Dataset`` for one source (memory-mapped Arrow)."""
+def load_source(source: SourceOptions, i: int, recipe_dir: Path, cache_dir: Path, commit: str | None = None) -> Any:
+    """A ``datasets.Dataset`` for one source (memory-mapped Arrow); a Hub dataset at ``commit``, the one the
+    plan resolved its revision to (the fingerprint holds it), when known."""
     import datasets
 
     where, path = locate(source, recipe_dir)
@@ -57,11 +58,16 @@ def load_source(source: SourceOptions, i: int, recipe_dir: Path, cache_dir: Path
     files = {"data_dir": source.data_dir, "data_files": source.data_files}  # None: datasets' defaults
     if where == "hub":
         try:
-            return datasets.load_dataset(
-                source.path, name=source.subset, split=source.split, revision=source.revision, **files
+            data = datasets.load_dataset(
+                source.path, name=source.subset, split=source.split, revision=commit or source.revision, **files
             )
         except Exception as exc:  # noqa: BLE001 - network, unknown repo or split: one line for the user
             raise StageError(f"{label}: cannot load Hub dataset: {type(exc).__name__}: {first_line(exc)}") from None
+        if commit:
+            from sakura_hub.cache import remember_commit
+
+            remember_commit("dataset", source.path, source.revision or "main", commit)  # an offline plan finds it
+        return data
     assert path is not None
     if path.is_dir():
         if is_saved_dataset(path):

@@ -13,6 +13,7 @@ from sakura_core.stage import CheckEnv, StageContext, StageKind
 from sakura_data.options import FILE_FORMATS, DatasetOptions, SourceOptions
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+SHA = re.compile(r"[0-9a-f]{40}")
 
 
 def locate(source: SourceOptions, recipe_dir: Path) -> tuple[str, Path | None]:
@@ -111,19 +112,31 @@ def check_data_files(source: SourceOptions, key: str, where: str, path: Path | N
 
 
 def resolve_hub_revision(source: SourceOptions) -> str | None:
-    """The commit a Hub dataset revision points to now (so a new upstream commit re-runs the stage).
+    """The commit a Hub dataset's revision points to now, so a new upstream commit re-runs the stage.
 
-    Offline, or when the Hub cannot be reached, the revision as written is used.
+    Asked of the Hub; offline, or when the Hub cannot be reached, read from the Hugging Face cache, where the
+    stage left it when it loaded the dataset (not cached: a one-line error). A repo or revision the Hub does
+    not know, or will not show this token: the revision as written, and the run says which source failed.
     """
-    import os
+    if source.revision and SHA.fullmatch(source.revision):
+        return source.revision
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
-    if source.revision and re.fullmatch(r"[0-9a-f]{40}", source.revision):
-        return source.revision
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
-        return source.revision
+    from sakura_hub.cache import cached_commit
+
+    revision = source.revision or "main"
+    if constants.HF_HUB_OFFLINE:
+        return cached_commit("dataset", source.path, revision, why="HF_HUB_OFFLINE is set")
     try:
-        from huggingface_hub import HfApi
-
-        return HfApi().dataset_info(source.path, revision=source.revision, timeout=10).sha or source.revision
-    except Exception:  # noqa: BLE001 - no network / unknown repo: the run itself reports it clearly
+        return HfApi().dataset_info(source.path, revision=revision, timeout=10).sha or source.revision
+    except (RepositoryNotFoundError, RevisionNotFoundError):
         return source.revision
+    except HfHubHTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else None
+        if status in (401, 403):
+            return source.revision
+        return cached_commit("dataset", source.path, revision, why=f"the Hub answered HTTP {status}")
+    except Exception as exc:  # noqa: BLE001 - connection errors: the cached commit, if there is one
+        return cached_commit("dataset", source.path, revision,
+                             why=f"the Hub at {constants.ENDPOINT} is unreachable ({type(exc).__name__})")

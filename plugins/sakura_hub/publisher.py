@@ -161,10 +161,58 @@ class HubPublisher(Publisher):
             "commit": info.oid,
             "commit_url": info.commit_url,
             "changed": changed,
+            "files": _held_files(api, options.repo_id, info.oid, bundle.files),
         }
         if info.pr_url:
             record["pr_url"] = info.pr_url
         return record
+
+
+    def hub_id(self, record: dict[str, Any]) -> str | None:
+        """The repo, when it is on the Hub this process talks to (``HF_ENDPOINT``)."""
+        import os
+
+        endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+        repo_id = record.get("repo_id")
+        return repo_id if repo_id and record.get("url") == f"{endpoint}/{repo_id}" else None
+
+    def outdated(self, record: dict[str, Any], options: HubOptions) -> str | None:
+        """One metadata call: the branch still at the published commit, or else every published file still
+        there with the same content (a later commit that changed none of them is fine). Offline, unreachable,
+        or another Hub than the one published to: None (it cannot tell)."""
+        from huggingface_hub import HfApi, constants, get_token
+        from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
+        repo_id, revision, commit = record.get("repo_id"), record.get("revision") or "main", record.get("commit")
+        if constants.HF_HUB_OFFLINE or not repo_id or not commit or self.hub_id(record) is None:
+            return None
+        try:
+            info = HfApi(token=get_token()).model_info(repo_id, revision=revision, files_metadata=True, timeout=10)
+        except RepositoryNotFoundError:
+            return f"{repo_id} is gone from {constants.ENDPOINT} (deleted, or the token cannot read it)"
+        except RevisionNotFoundError:
+            return f"{repo_id} has no {revision} any more"
+        except Exception:  # noqa: BLE001 - unreachable or refused: the publication stands as recorded
+            return None
+        if info.sha == commit:
+            return None
+        held = _oids(info)
+        for path, oid in (record.get("files") or {}).items():
+            if held.get(path) != oid:
+                what = "deleted" if path not in held else "changed"
+                return f"{repo_id}@{revision} no longer holds what was published: {path} {what} since commit {commit[:10]}"
+        return None
+
+
+def _oids(info: Any) -> dict[str, str]:
+    """What the Hub says each file of a repo holds: its LFS sha256, else its git blob id."""
+    return {s.rfilename: (s.lfs.sha256 if s.lfs else s.blob_id) for s in info.siblings or []}
+
+
+def _held_files(api: Any, repo_id: str, commit: str, files: dict[str, Any]) -> dict[str, str]:
+    """The published files as the Hub holds them at ``commit`` (LFS sha256 or git blob id), for ``outdated``."""
+    held = _oids(api.model_info(repo_id, revision=commit, files_metadata=True))
+    return {path: held[path] for path in files if path in held}
 
 
 @functools.lru_cache(maxsize=8)

@@ -31,7 +31,7 @@ def push(artifact: Path, repo_id: str, private, revision, create_pr: bool, licen
     from sakura_core.options import validate_options
     from sakura_hub.publisher import HubOptions, HubPublisher
     from sakura_publish.publisher import PublishEnv
-    from sakura_publish.stage import artifact_lineage, build_bundle, check_model_artifact
+    from sakura_publish.stage import artifact_lineage, build_bundle, check_model_artifact, remember
 
     raw = {"repo_id": repo_id, "private": private, "revision": revision, "create_pr": create_pr}
     try:
@@ -48,21 +48,25 @@ def push(artifact: Path, repo_id: str, private, revision, create_pr: bool, licen
     manifest, lineage = artifact_lineage(artifact)
     recipe = manifest.get("recipe") or {}
     name = recipe.get("name") or repo_id.split("/")[-1]
-    store_root = artifact.parent.parent if artifact.parent.name == "artifacts" else None
+    store = _store_of(artifact)
+    fingerprint = manifest.get("fingerprint") or _content_fingerprint(artifact)
     card_options = type("CardOptions", (), {"license": license_, "tags": list(tags), "description": ""})()
+    # what from_pretrained takes: a bare name is the token owner's (a dry run contacts nothing to ask whose)
+    load_reference = repo_id if dry_run else publisher.load_reference(options, artifact)
     with tempfile.TemporaryDirectory(prefix="sakura-push-") as tmp:
         bundle = build_bundle(
             model_dir=artifact,
             model_name=manifest.get("stage") or artifact.name,
-            model_fingerprint=manifest.get("fingerprint") or _content_fingerprint(artifact),
+            model_fingerprint=fingerprint,
             lineage=lineage,
             recipe_name=name,
             recipe_file=recipe.get("file") or "(no recipe)",
             recipe_text=recipe.get("text") or "# published with `sakura push`; no recipe was recorded\n",
             out_dir=Path(tmp),
-            load_reference=repo_id,
+            load_reference=load_reference,
             card_options=card_options,
-            store_root=store_root,
+            store_root=store.root if store else None,
+            published=_published_parents(lineage, fingerprint, store),
         )
         if dry_run:
             target = f"{repo_id}@{revision or 'main'}" + (" (as a pull request)" if create_pr else "")
@@ -75,6 +79,9 @@ def push(artifact: Path, repo_id: str, private, revision, create_pr: bool, licen
             click.echo(f"commit message: {bundle.commit_message}")
             return
         record = publisher.run(bundle, options, PublishEnv(recipe_dir=artifact, log=lambda m: click.echo(m, err=True)))
+    if store is not None:  # the store remembers it: the cards of models made from this one name the repo
+        remember(store, {"publisher": "hub", "model": manifest.get("stage") or artifact.name,
+                         "model_fingerprint": fingerprint, "digest": manifest.get("digest"), **record})
     if as_json:
         click.echo(json.dumps(record, indent=2))
     elif record.get("changed"):
@@ -83,6 +90,22 @@ def push(artifact: Path, repo_id: str, private, revision, create_pr: bool, licen
     else:
         click.echo(f"unchanged: {record['url']} already holds this artifact (commit {record['commit']})")
     sys.stdout.flush()
+
+
+def _store_of(artifact: Path):
+    """The store an artifact directory belongs to (``<root>/artifacts/<fingerprint>``), or None."""
+    from sakura_core.store import Store
+
+    return Store(artifact.parent.parent) if artifact.parent.name == "artifacts" else None
+
+
+def _published_parents(lineage: list, fingerprint: str, store) -> dict:
+    if store is None:
+        return {}
+    from sakura_core.plugins import Plugins
+    from sakura_publish.stage import published_parents
+
+    return published_parents(lineage, fingerprint, store, Plugins().publishers)
 
 
 def _content_fingerprint(path: Path) -> str:

@@ -168,16 +168,6 @@ def _resolve_revision(repo_id: str, revision: str, allow_pickle: bool) -> tuple[
 
 
 def _cached_sha(repo_id: str, revision: str, why: str) -> str:
-    from huggingface_hub import constants
+    from sakura_hub.cache import cached_commit
 
-    ref = Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}" / "refs" / revision
-    try:
-        sha = ref.read_text().strip()
-    except OSError:
-        sha = ""
-    if not SHA_RE.match(sha) or not (ref.parent.parent / "snapshots" / sha).is_dir():
-        raise StageError(
-            f"model {repo_id}@{revision} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and {why}; "
-            "download it once online, or pin the revision to a cached commit"
-        )
-    return sha
+    return cached_commit("model", repo_id, revision, why)

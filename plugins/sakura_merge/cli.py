@@ -39,6 +39,27 @@ def load_yaml_config(path: Path):
     return config, plugins
 
 
+def model_path(name: str) -> str:
+    """The local directory of a model a YAML file names, as mergekit reads the name: an existing path as it
+    is; else a Hub id (``org/name`` or ``org/name@revision``), downloaded (safetensors only) into the Hugging
+    Face cache."""
+    path = Path(name).expanduser()
+    if path.exists() or "/" not in name or name.startswith((".", "/", "~")):
+        return str(path.absolute())
+    from sakura_core.options import validate_options
+    from sakura_core.progress import Reporter
+    from sakura_core.stage import SourceEnv
+    from sakura_hub.source import HubSource
+
+    source = HubSource()
+    try:
+        options = validate_options(source.Options, source.parse(name))
+    except OptionError:
+        return str(path.absolute())  # not a Hub id either: the merge says no such model directory
+    env = SourceEnv(recipe_dir=Path.cwd(), store=None, reporter=Reporter())  # type: ignore[arg-type]
+    return str(source.materialize(options, env, ""))
+
+
 def add_merge_command(cli: click.Group) -> None:
     if "merge" in cli.commands:
         return
@@ -74,7 +95,7 @@ def add_merge_command(cli: click.Group) -> None:
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise RecipeError(f"output directory {out} exists and is not empty")
         method = plugins.merge_methods.get(config.merge_method)
-        paths = {name: str(Path(name).expanduser().absolute()) for name in set(model_references(config).values())}
+        paths = {name: model_path(name) for name in set(model_references(config).values())}
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.parent / f".{out.name}.sakura-partial-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)

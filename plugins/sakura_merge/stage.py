@@ -6,10 +6,20 @@ import re
 from typing import Any
 
 from sakura_core.errors import OptionError, did_you_mean
-from sakura_core.stage import CheckEnv, StageContext, StageKind
+from sakura_core.stage import CheckEnv, InputArtifact, StageContext, StageKind
 from sakura_merge.config import MergeConfig, model_references, parse_size
 
 DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+
+
+def mergekit_reference(model: InputArtifact) -> str:
+    """How the artifact's ``mergekit_config.yml`` names an input, so that mergekit and ``sakura merge`` run it
+    as written: a Hub model as ``org/name@commit`` (mergekit's syntax); anything else by its name in the
+    recipe (a local model or a stage's output has no name outside this store)."""
+    manifest = model.manifest
+    if model.kind == "model" and manifest.get("source") == "hub" and manifest.get("id") and manifest.get("sha"):
+        return f"{manifest['id']}@{manifest['sha']}"
+    return model.name
 
 
 def check_config(config: MergeConfig, methods: Any, env: Any = None) -> None:
@@ -139,7 +149,7 @@ class MergeStage(StageKind):
             config, method, paths, ctx.output_dir,
             progress=lambda description, total: ctx.progress(description, total, unit="tensors"),
             log=ctx.log,
-            record_names={name: name for name in paths},
+            record_names={name: mergekit_reference(ctx.input(name)) for name in paths},
         )
         # Whose semantics the method has: mergekit's (a port or the bridge), or its own plugin's (the card says)
         return {**metrics, "mergekit_method": method.mergekit_name}

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 DATA_FILE_SUFFIXES = (".json", ".jsonl", ".parquet", ".csv", ".tsv", ".txt", ".arrow")
 
 
@@ -42,10 +44,105 @@ def hub_datasets(lineage: list[dict[str, Any]], recipe_dir: Path | None = None) 
     return out
 
 
+# -- the model tree ------------------------------------------------------------------------------------
+@dataclass
+class Tree:
+    """Where the published model sits in the Hub's model tree: its ``base_model`` ids and their relation, and
+    the steps from them to the model (the stages no repo stands for)."""
+
+    base_model: list[str]
+    relation: str | None  # one of the Hub's: "finetune", "adapter", "merge", "quantized"; None: let the Hub infer
+    steps: list[dict[str, Any]] = field(default_factory=list)  # lineage entries, oldest first, the model last
+
+
+def model_tree(lineage: list[dict[str, Any]], fingerprint: str, published: dict[str, dict[str, Any]],
+               adapter: bool = False) -> Tree:
+    """The model's parents on the Hub: the nearest ancestors that are Hub models or were published
+    (``published``: stage fingerprint -> its Hub repo), climbing through the stages that were not.
+
+    A fine-tune of a published merge names that repo (``finetune``); a merge names what it merged (``merge``);
+    a LoRA adapter published alone (``adapter``) names the model it applies to, which must be on the Hub. A fine-tune of a merge that was never published
+    names the merged models, the form the Hub's docs give for a merge (``base_model`` lists them): the Hub
+    has no id for the merge itself, and the card says in words what happened.
+    """
+    by_fingerprint = {e.get("fingerprint"): e for e in lineage if e.get("fingerprint")}
+    model = by_fingerprint.get(fingerprint) or (lineage[-1] if lineage else {})
+    if model.get("kind") == "model":  # a model source published as it is
+        return Tree([model["id"]] if _is_hub_model(model) else [], None, [model])
+
+    def hub_id(entry: dict[str, Any]) -> str | None:
+        if entry.get("kind") == "model":
+            return entry.get("id") if _is_hub_model(entry) else None
+        return (published.get(entry.get("fingerprint", "")) or {}).get("repo_id")
+
+    if adapter:  # it applies to the very model it was trained on: its parent, or nothing the Hub can name
+        ids = [hub_id(parent) for parent in _model_parents(model, lineage, by_fingerprint)]
+        named = [i for i in ids if i]
+        return Tree(named, "adapter", [model]) if named and len(named) == len(ids) else Tree([], None, [model])
+
+    bases: list[str] = []
+    between: list[dict[str, Any]] = []
+
+    def climb(entry: dict[str, Any]) -> None:
+        for parent in _model_parents(entry, lineage, by_fingerprint):
+            found = hub_id(parent)
+            if found:
+                bases.append(found)
+            elif parent.get("kind") != "model" and parent not in between:
+                between.append(parent)
+                climb(parent)
+
+    climb(model)
+    if "inputs" not in model:  # a lineage from before inputs were recorded: every model stage is a step
+        between = [e for e in lineage if _makes_model(e) and e.get("kind") != "model" and e is not model]
+    relation = _relation({e.get("kind") for e in [*between, model]})
+    steps = [e for e in lineage if e in between] + [model]
+    return Tree(list(dict.fromkeys(bases)), relation if bases else None, steps)
+
+
+def _relation(kinds: set[Any]) -> str | None:
+    """A merge anywhere between the parents and the model makes it a merge of them (the Hub has no "merge,
+    then fine-tune"); training alone, a fine-tune (the whole model is published, the adapter merged in)."""
+    if "merge" in kinds:
+        return "merge"
+    if "train" in kinds:
+        return "finetune"
+    return None
+
+
+def _is_hub_model(entry: dict[str, Any]) -> bool:
+    return entry.get("kind") == "model" and entry.get("source") == "hub" and bool(entry.get("id"))
+
+
+def _makes_model(entry: dict[str, Any]) -> bool:
+    return entry.get("kind") in ("model", "merge", "train") or entry.get("produces") == "model"
+
+
+def _model_parents(entry: dict[str, Any], lineage: list[dict[str, Any]],
+                   by_fingerprint: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The models an entry was made from: the inputs it read that are models (a train stage's dataset is not)."""
+    if "inputs" not in entry:  # recorded before inputs were: the Hub models of the lineage
+        return [e for e in lineage if _is_hub_model(e)]
+    found = [by_fingerprint.get(fp) for fp in entry["inputs"].values()]
+    return [e for e in found if e is not None and _makes_model(e)]
+
+
+def hub_dataset_commits(lineage: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``[{id, commit, stage}]``: every Hub dataset a dataset stage read, at the commit it read."""
+    found = []
+    for stage in stages_of(lineage, "dataset"):
+        for i, source in enumerate((stage.get("options") or {}).get("sources") or []):
+            commit = dataset_commit(stage, i)
+            if commit and isinstance(source, dict):
+                found.append({"id": source.get("path"), "commit": commit, "stage": stage.get("name")})
+    return found
+
+
 def card_metadata(
     lineage: list[dict[str, Any]],
     *,
     model_name: str,
+    tree: Tree | None = None,
     license: str | None = None,
     extra_tags: list[str] = (),  # type: ignore[assignment]
     recipe_dir: Path | None = None,
@@ -53,22 +150,20 @@ def card_metadata(
 ) -> dict[str, Any]:
     """The YAML front matter, in the Hub's conventions."""
     meta: dict[str, Any] = {}
-    bases = list(dict.fromkeys(e["id"] for e in hub_models(lineage)))
     merges = stages_of(lineage, "merge")
     trains = stages_of(lineage, "train")
-    if bases:
-        meta["base_model"] = bases if len(bases) > 1 else bases[0]
-        if merges and not trains:
-            meta["base_model_relation"] = "merge"
-        elif trains and len(bases) == 1:
-            meta["base_model_relation"] = "finetune"
+    tree = tree or model_tree(lineage, "", {})
+    if tree.base_model:
+        meta["base_model"] = tree.base_model if len(tree.base_model) > 1 else tree.base_model[0]
+        if tree.relation:
+            meta["base_model_relation"] = tree.relation
     datasets = hub_datasets(lineage, recipe_dir)
     if datasets:
         meta["datasets"] = datasets
     license = license or _inherited_license(lineage)
     if license:
         meta["license"] = license
-    meta["library_name"] = "transformers"
+    meta["library_name"] = "peft" if tree.relation == "adapter" else "transformers"
     meta["pipeline_tag"] = "text-generation"
     tags = ["sakura"]
     for merge in merges:
@@ -152,11 +247,16 @@ def render_card(
     recipe_dir: Path | None = None,
     published_by: list[dict[str, Any]] = (),  # type: ignore[assignment]
     evaluations: list[dict[str, Any]] = (),  # type: ignore[assignment]
+    published: dict[str, dict[str, Any]] | None = None,
+    adapter: bool = False,
 ) -> str:
+    """The card. ``published``: the stages of the lineage already on the Hub (fingerprint -> ``repo_id``,
+    ``commit``, ``url``), named as the model's parents; ``adapter``: the repository holds a LoRA adapter alone."""
     import yaml
 
-    meta = card_metadata(lineage, model_name=model_name, license=license, extra_tags=extra_tags, recipe_dir=recipe_dir,
-                         evaluations=evaluations)
+    tree = model_tree(lineage, fingerprint, published or {}, adapter)
+    meta = card_metadata(lineage, model_name=model_name, tree=tree, license=license, extra_tags=extra_tags,
+                         recipe_dir=recipe_dir, evaluations=evaluations)
     front = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=1000)
     parts = [f"---\n{front}---\n", f"# {model_name}\n"]
     intro = description.strip() + "\n\n" if description.strip() else ""
@@ -167,6 +267,7 @@ def render_card(
         "lineage in machine-readable form.\n"
     )
     parts.append(_sources_section(lineage))
+    parts.append(_tree_section(tree, lineage, published or {}))
     for entry in lineage:
         kind = entry.get("kind")
         if kind == "merge":
@@ -174,7 +275,7 @@ def render_card(
         elif kind == "dataset":
             parts.append(_dataset_section(entry, (dataset_stats or {}).get(entry.get("fingerprint", ""))))
         elif kind == "train":
-            parts.append(_train_section(entry))
+            parts.append(_train_section(entry, alone=adapter and entry is tree.steps[-1]))
         elif kind not in ("model", None):
             parts.append(_generic_section(entry))
     parts += [_eval_section(evaluation) for evaluation in evaluations]
@@ -217,6 +318,58 @@ def _sources_section(lineage: list[dict[str, Any]]) -> str:
     if not rows:
         return ""
     return "## Source models\n\n" + "\n".join(rows) + "\n"
+
+
+def _tree_section(tree: Tree, lineage: list[dict[str, Any]], published: dict[str, dict[str, Any]]) -> str:
+    """How the model descends from its Hub parents, step by step, and why the Hub's tree shows what it shows."""
+    if not tree.base_model or tree.steps[-1].get("kind") == "model":
+        return ""
+    relation = f" (`base_model_relation: {tree.relation}`)" if tree.relation else ""
+    lines = ["## Model tree\n", f"On the Hub, `base_model` names {_and([_hub_link(i) for i in tree.base_model])}{relation}.\n"]
+    lines += [f"{number}. {_step_text(step, lineage, published)}" for number, step in enumerate(tree.steps, 1)]
+    unpublished = [f"`{step.get('name')}`" for step in tree.steps[:-1]]
+    if len(unpublished) == 1:
+        lines.append(f"\nStage {unpublished[0]} was not published on its own: the Hub has no id for it, so "
+                     "`base_model` names the models it was made from.")
+    elif unpublished:
+        lines.append(f"\nStages {_and(unpublished)} were not published on their own: the Hub has no id for them, "
+                     "so `base_model` names the models they were made from.")
+    return "\n".join(lines) + "\n"
+
+
+def _step_text(step: dict[str, Any], lineage: list[dict[str, Any]], published: dict[str, dict[str, Any]]) -> str:
+    """``stage `dpo`: fine-tuned [org/merge](...) with **dpo** on the data of stage `data`.``"""
+    options = step.get("options") or {}
+    by_fingerprint = {e.get("fingerprint"): e for e in lineage if e.get("fingerprint")}
+    parents = _and([_parent_label(p, published) for p in _model_parents(step, lineage, by_fingerprint)])
+    kind = step.get("kind")
+    if kind == "merge":
+        return f"stage `{step.get('name')}`: merged {parents} with **{options.get('merge_method', '?')}**."
+    if kind == "train":
+        return (f"stage `{step.get('name')}`: fine-tuned {parents} with **{options.get('trainer', '?')}** on the "
+                f"data of stage `{options.get('dataset', '?')}`.")
+    return f"stage `{step.get('name')}` ({kind}), made from {parents}."
+
+
+def _parent_label(entry: dict[str, Any], published: dict[str, dict[str, Any]]) -> str:
+    """A Hub model at its commit, a stage published as a repo at its commit, or a stage."""
+    if _is_hub_model(entry):
+        return f"{_hub_link(entry['id'])} (commit `{entry.get('sha', '?')}`)"
+    where = published.get(entry.get("fingerprint", ""))
+    if where:
+        return f"{_hub_link(where['repo_id'])} (stage `{entry.get('name')}`, commit `{where.get('commit', '?')}`)"
+    return f"stage `{entry.get('name')}`"
+
+
+def _hub_link(repo_id: str) -> str:
+    return f"[{repo_id}](https://huggingface.co/{repo_id})"
+
+
+def _and(items: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    if len(items) < 2:
+        return "".join(items) or "nothing"
+    return ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def _clean(value: Any) -> Any:
@@ -316,6 +469,9 @@ def _dataset_section(entry: dict[str, Any], stats: dict[str, Any] | None) -> str
             continue
         ident = source.get("path") or source.get("hub") or source.get("repo_id") or "?"
         label = f"[{ident}](https://huggingface.co/datasets/{ident})" if HUB_ID_RE.match(str(ident)) and not str(ident).endswith(DATA_FILE_SUFFIXES) else f"`{ident}`"
+        commit = dataset_commit(entry, i)
+        if commit:
+            label += f" at commit `{commit}`"
         rows = per_source.get(i)
         extra = {k: v for k, v in _clean(source).items() if k not in ("path", "adapter", "hub", "repo_id")}
         text = f"- {label} through the `{source.get('adapter', '?')}` adapter"
@@ -333,6 +489,12 @@ def _dataset_section(entry: dict[str, Any], stats: dict[str, Any] | None) -> str
     if rest:
         lines.append("\nSettings: " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in rest.items()) + ".")
     return "\n".join(lines) + "\n"
+
+
+def dataset_commit(entry: dict[str, Any], i: int) -> str | None:
+    """The commit the dataset stage read source ``i`` at, when it is a Hub dataset (its external inputs)."""
+    commit = ((entry.get("external") or {}).get(f"sources[{i}]") or {}).get("revision")
+    return commit if isinstance(commit, str) and SHA_RE.match(commit) else None
 
 
 def _per_source_rows(stats: dict[str, Any] | None) -> dict[int, str]:
@@ -370,13 +532,14 @@ def _row_counts(metrics: Any, stats: dict[str, Any] | None) -> dict[str, int]:
     return counts
 
 
-def _train_section(entry: dict[str, Any]) -> str:
+def _train_section(entry: dict[str, Any], alone: bool = False) -> str:
     options = entry.get("options") or {}
     trainer = options.get("trainer", "?")
     lines = [f"## Training (stage `{entry.get('name')}`)\n", f"Trainer: **{trainer}** (trl), on `{options.get('model', '?')}` with data `{options.get('dataset', '?')}`."]
     lora = options.get("lora")
     if lora:
-        lines.append("LoRA: " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in _clean(lora).items()) + " (merged into the weights).")
+        where = "this repository holds the adapter alone" if alone else "merged into the weights"
+        lines.append("LoRA: " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in _clean(lora).items()) + f" ({where}).")
     args = options.get("args") or {}
     metrics = entry.get("metrics") or {}
     resolved = metrics.get("trainer_config")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -61,6 +62,17 @@ class LocalPublisher(Publisher):
             raise
         env.log(f"published {len(bundle.files)} files to {target}")
         return {"path": str(target)}
+
+    def outdated(self, record: dict[str, Any], options: LocalOptions) -> str | None:
+        """The folder is gone, or holds another model now (its lineage file names another fingerprint)."""
+        target = Path(record.get("path", ""))
+        try:
+            held = json.loads((target / LINEAGE_FILE).read_text())["model"]["fingerprint"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return f"{target} no longer holds the published model"
+        if held != record.get("model_fingerprint"):
+            return f"{target} holds another model now"
+        return None
 
 
 def _swap_into_place(tmp: Path, target: Path) -> None:

@@ -79,9 +79,21 @@ class Publisher(Implementation):
 
     def run(self, bundle: Bundle, options: Any, env: PublishEnv) -> dict[str, Any]:
         """Publish ``bundle``; return where it went (``{"path": ...}`` or ``{"url", "commit", ...}``): it is
-        stored as the stage's ``published.json`` and shown in ``run --json``. Raise ``StageError`` for a
-        failure the user can act on; leave nothing half-published."""
+        stored as the stage's ``published.json``, remembered by the store against the model's fingerprint and
+        shown in ``run --json``. Raise ``StageError`` for a failure the user can act on; leave nothing
+        half-published."""
         raise NotImplementedError
+
+    def outdated(self, record: dict[str, Any], options: Any) -> str | None:
+        """Why the destination no longer holds what ``record`` (what ``run`` returned) says was published there
+        (deleted, overwritten), in a few words, or None. The publish stage then runs again rather than stay
+        cached. One cheap check; None when it cannot tell (offline)."""
+        return None
+
+    def hub_id(self, record: dict[str, Any]) -> str | None:
+        """The Hub repo id of a model published with ``record``, when it is on the Hub this process talks to:
+        the cards of the models made from it name it as their ``base_model``. None: not a Hub repo."""
+        return None
 
 
 def model_files(model_dir: Path) -> dict[str, Path]:

@@ -33,6 +33,8 @@ from sakura_publish.publisher import (
 )
 
 LINEAGE_FORMAT = "sakura-lineage/1"
+ADAPTER_DIR = "adapter"  # where a train stage keeps its LoRA adapter
+ADAPTER_CONFIG = "adapter_config.json"
 
 
 class PublishOptions(Options):
@@ -57,6 +59,10 @@ class PublishOptions(Options):
     evals: list[str] | None = None
     """Eval stages of this model whose results go on the model card (a results table, the Hub's
     ``model-index``, sample generations) and into ``sakura-lineage.json``; unset: every eval stage of the model."""
+    adapter: bool = False
+    """Publish the LoRA adapter alone (a train stage's ``adapter/``) instead of the whole model: the card names
+    the model it applies to (``base_model_relation: adapter``), which must be on the Hub (a Hub model, or a
+    stage published before), and ``adapter_config.json`` points to it there."""
 
     def publisher_raw(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
@@ -142,8 +148,9 @@ class PublishStage(StageKind):
         popts = publisher_options(publisher, options)
         model = ctx.input(options.model)
         lineage = list(ctx.lineage)
+        parents = published_parents(lineage, model.fingerprint, ctx.store, ctx.plugins.publishers)
         bundle = build_bundle(
-            model_dir=model.path,
+            model_dir=model.path / ADAPTER_DIR if options.adapter else model.path,
             model_name=model.name,
             model_fingerprint=model.fingerprint,
             lineage=lineage,
@@ -157,12 +164,69 @@ class PublishStage(StageKind):
             recipe_dir=ctx.recipe_dir,
             published_by=ctx.credits,
             evaluations=[lineage_entry(name, ctx.input(name).manifest) for name in options.evals or []],
+            published=parents,
+            adapter=options.adapter,
         )
         env = PublishEnv(recipe_dir=ctx.recipe_dir, log=ctx.log, progress=ctx.progress)
         record = publisher.run(bundle, popts, env)
-        record = {"publisher": options.publisher, "model": model.name, "model_fingerprint": model.fingerprint, **record}
+        record = {"publisher": options.publisher, "model": model.name, "model_fingerprint": model.fingerprint,
+                  "digest": model.digest, **({"adapter": True} if options.adapter else {}), **record}
+        remember(ctx.store, record)
+        # the parents the card names: a stage published later makes the card outdated (see outdated)
+        record["parents"] = {fp: parent["repo_id"] for fp, parent in parents.items()}
         (ctx.output_dir / RECORD_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
         return {"files": len(bundle.files), "bytes": bundle.total_bytes, **{k: v for k, v in record.items() if isinstance(v, (str, int, float, bool))}}
+
+    def outdated(self, options: PublishOptions, artifact: Any, env: Any) -> str | None:
+        """The destination no longer holds what was published (the publisher checks: a Hub repo deleted or
+        overwritten), or a stage the model descends from was published since: the card would name it now."""
+        try:
+            record = json.loads((artifact.path / RECORD_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+        publisher = get_publisher(env.plugins, options.publisher)
+        gone = publisher.outdated(record, publisher_options(publisher, options))
+        if gone:
+            return gone
+        lineage = artifact.manifest.get("lineage") or []
+        now = published_parents(lineage, record.get("model_fingerprint", ""), env.store, env.plugins.publishers)
+        named = record.get("parents") or {}
+        for entry in lineage:
+            fingerprint = entry.get("fingerprint")
+            if fingerprint in now and named.get(fingerprint) != now[fingerprint]["repo_id"]:
+                return (f"stage {entry.get('name')} was published as {now[fingerprint]['repo_id']} since: "
+                        "the model card names it as the parent now")
+        return None
+
+
+def remember(store: Any, record: dict[str, Any]) -> None:
+    """Record in the store where the model went, against its fingerprint, so that the cards of the models
+    made from it name the published repo as their parent."""
+    where = record.get("url") or record.get("path")
+    if where and record.get("model_fingerprint"):
+        destination = f"{record['publisher']}:{where}" + (f"@{record['revision']}" if record.get("revision") else "")
+        store.record_publication(record["model_fingerprint"], destination, record)
+
+
+def published_parents(lineage: list[dict[str, Any]], model_fingerprint: str, store: Any, publishers: Any) -> dict[str, dict[str, Any]]:
+    """The stages of the lineage that are on the Hub, ``{fingerprint: {repo_id, commit, url}}``: each one's
+    newest publication of the same bytes (digest) that its publisher names by a Hub repo id."""
+    found: dict[str, dict[str, Any]] = {}
+    for entry in lineage:
+        fingerprint = entry.get("fingerprint")
+        if entry.get("kind") == "model" or not fingerprint or fingerprint == model_fingerprint:
+            continue
+        for record in store.publications(fingerprint):
+            if entry.get("digest") and record.get("digest") and record["digest"] != entry["digest"]:
+                continue  # published before a forced rebuild made other bytes under the same fingerprint
+            if record.get("adapter"):
+                continue  # its adapter alone: not the model that what descends from it was made from
+            publisher = publishers.get(record["publisher"]) if record.get("publisher") in publishers else None
+            repo_id = publisher.hub_id(record) if publisher is not None else None
+            if repo_id:
+                found[fingerprint] = {"repo_id": repo_id, "commit": record.get("commit"), "url": record.get("url")}
+                break
+    return found
 
 
 def _recipe_name(ctx: StageContext) -> str:
@@ -192,15 +256,25 @@ def build_bundle(
     recipe_dir: Path | None = None,
     published_by: list[dict[str, Any]] | None = None,
     evaluations: list[dict[str, Any]] | None = None,
+    published: dict[str, dict[str, Any]] | None = None,
+    adapter: bool = False,
 ) -> Bundle:
-    """Write the card, lineage file and recipe copy into ``out_dir``; return every file to publish."""
+    """Write the card, lineage file and recipe copy into ``out_dir``; return every file to publish.
+    ``published``: the stages of the lineage already on the Hub (``published_parents``); ``adapter``:
+    ``model_dir`` is a LoRA adapter, published alone."""
     from sakura_core import __version__
     from sakura_core.hashing import hash_file
-    from sakura_publish.card import plugins_of, render_card
+    from sakura_publish.card import hub_dataset_commits, hub_models, plugins_of, render_card
 
-    check_model_artifact(model_dir)
-    files = model_files(model_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if adapter:
+        check_adapter_artifact(model_dir)
+        files = model_files(model_dir)
+        base = adapter_base(lineage, model_fingerprint, published or {})
+        files[ADAPTER_CONFIG] = point_adapter_to(files[ADAPTER_CONFIG], base, out_dir)
+    else:
+        check_model_artifact(model_dir)
+        files = model_files(model_dir)
     lineage_doc = {
         "format": LINEAGE_FORMAT,
         "sakura_version": __version__,
@@ -211,6 +285,11 @@ def build_bundle(
         # every plugin distribution that made a stage of the lineage, or published it: name, version, code hash
         "plugins": plugins_of(lineage + list(evaluations or []), published_by or []),
         "evaluations": list(evaluations or []),
+        # every Hub input at the commit it was read at, and the stages already on the Hub (the model's parents)
+        "hub_models": [{"id": e["id"], "commit": e.get("sha")} for e in hub_models(lineage)],
+        "hub_datasets": hub_dataset_commits(lineage),
+        "published_stages": {e["name"]: published[e["fingerprint"]] for e in lineage
+                             if e.get("fingerprint") in (published or {})},
     }
     (out_dir / LINEAGE_FILE).write_text(json.dumps(lineage_doc, indent=2, sort_keys=True, default=str) + "\n")
     (out_dir / RECIPE_FILE).write_text(recipe_text)
@@ -229,6 +308,8 @@ def build_bundle(
         recipe_dir=recipe_dir,
         published_by=published_by or [],
         evaluations=evaluations or [],
+        published=published or {},
+        adapter=adapter,
     )
     (out_dir / CARD_FILE).write_text(card)
     for name in (CARD_FILE, LINEAGE_FILE, RECIPE_FILE):
@@ -243,6 +324,35 @@ def build_bundle(
             f"Model artifact: {model_name}, fingerprint {model_fingerprint}."
         ),
     )
+
+
+def check_adapter_artifact(adapter_dir: Path) -> None:
+    if not (adapter_dir / ADAPTER_CONFIG).is_file() or not any(adapter_dir.glob("*.safetensors")):
+        raise StageError(f"{adapter_dir.parent.name} has no LoRA adapter ({ADAPTER_DIR}/{ADAPTER_CONFIG} and safetensors): "
+                         "adapter = true publishes the adapter of a train stage with lora")
+
+
+def adapter_base(lineage: list[dict[str, Any]], fingerprint: str, published: dict[str, dict[str, Any]]) -> str:
+    """The Hub id of the model an adapter applies to: its train stage's input, a Hub model or a stage
+    published before; else a one-line error (an adapter is of no use without its base)."""
+    from sakura_publish.card import model_tree
+
+    tree = model_tree(lineage, fingerprint, published, adapter=True)
+    if len(tree.base_model) != 1:
+        model = tree.steps[-1].get("name", "the model")
+        raise StageError(f"the adapter of {model} applies to a model that is not on the Hub: publish that model "
+                         "first (or publish the whole model, without adapter = true)")
+    return tree.base_model[0]
+
+
+def point_adapter_to(config_path: Path, base: str, out_dir: Path) -> Path:
+    """A copy of ``adapter_config.json`` whose ``base_model_name_or_path`` is the Hub id of its base (peft
+    wrote the store path it was trained on), so peft and transformers load the adapter from the Hub."""
+    config = json.loads(Path(config_path).read_text())
+    config["base_model_name_or_path"] = base
+    path = out_dir / ADAPTER_CONFIG
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    return path
 
 
 def check_model_artifact(model_dir: Path) -> None:

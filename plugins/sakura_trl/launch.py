@@ -59,7 +59,9 @@ def run_launched(ctx: StageContext, spec: dict[str, Any]) -> dict[str, Any]:
                 event = json.loads(line[len(EVENT):])
                 kind = event.pop("event")
                 if kind == "start":
-                    task = ctx.progress(event["description"], total=event["total"], unit="steps")
+                    if task is not None:
+                        task.__exit__(None, None, None)
+                    task = ctx.progress(event["description"], total=event["total"], unit=event.get("unit", "steps"))
                 elif kind == "step" and task is not None:
                     task.update(event["done"])
                 elif kind == "finish" and task is not None:

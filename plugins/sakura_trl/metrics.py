@@ -14,6 +14,7 @@ from transformers import TrainerCallback
 
 if TYPE_CHECKING:  # pragma: no cover
     from sakura_trl.run import Report
+    from sakura_trl.stop import StopOnSigterm
 
 
 def thin_log(log: list[dict[str, Any]], keep: int = 200) -> list[dict[str, Any]]:
@@ -59,8 +60,9 @@ def peak_memory_gib() -> tuple[float, str]:
 class SakuraCallback(TrainerCallback):
     """Progress bar, live metrics and the summary the stage returns."""
 
-    def __init__(self, report: Report, args: Any, model: Any, lora: bool, ref_cached: bool):
+    def __init__(self, report: Report, args: Any, model: Any, lora: bool, ref_cached: bool, stop: StopOnSigterm):
         self.report = report
+        self.stop = stop
         self.n_params = sum(p.numel() for p in model.parameters())
         self.lora = lora
         self.ref_cached = ref_cached
@@ -83,13 +85,19 @@ class SakuraCallback(TrainerCallback):
         if not self.start_time:  # the first step after a (re)start; checkpoint loading is not training time
             self.start_time = time.perf_counter()
             self.start_step = state.global_step
+        self.stop.step, self.stop.max_steps, self.stop.training = state.global_step, state.max_steps, True
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.steps = state.global_step
+        self.stop.step = state.global_step
         self.report.step(state.global_step)
+        if self.stop.requested:  # SIGTERM during this step: checkpoint it, then stop
+            control.should_save = True
+            control.should_training_stop = True
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.end_time = time.perf_counter()
+        self.stop.training = False
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
         if not logs or "loss" not in logs:

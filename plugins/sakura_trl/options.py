@@ -74,3 +74,6 @@ class TrainOptions(Options):
     ``args.eval_strategy`` is ``"steps"`` or ``"epoch"``. Unset: no evaluation."""
     launcher: LauncherOptions | None = None
     """Run the training under ``accelerate launch`` (the keys below); unset: in sakura's own process."""
+    save_dtype: Literal["float32", "bfloat16", "float16"] | None = None
+    """dtype of the saved model (the adapter merged in); unset: the input model's, whatever the training ran
+    in (a float16 model trained in float32 on a CPU is saved in float16, as large as it came)."""

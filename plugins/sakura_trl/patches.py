@@ -9,11 +9,14 @@ from sakura_core.errors import StageError
 from sakura_trl.config import resolve
 
 
-def trainer_class(trainer_def: Any, cache: Any) -> type:
+def trainer_class(trainer_def: Any, cache: Any, report: Any) -> type:
     base = resolve(trainer_def.trainer_class)
 
     class SakuraTrainer(base):  # type: ignore[misc, valid-type]
-        """trl's trainer, plus: one clear line for unusable data, the reference cache (DPO), LoRA on lm_head."""
+        """trl's trainer, plus: one clear line for unusable data, the reference cache (DPO) and the progress of
+        its pass, LoRA on lm_head."""
+
+        _ref_pairs: int | None = None  # pairs through the reference pass so far, while one runs
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             from sakura_trl.lora_head import lora_head_allowed, route_head_through_adapter
@@ -32,15 +35,28 @@ def trainer_class(trainer_def: Any, cache: Any) -> type:
             return out
 
         def _precompute_ref_logps(self, dataset: Any, name: str, batch_size: int) -> Any:
-            if cache is None:
-                return super()._precompute_ref_logps(dataset, name, batch_size)
-            found = cache.load(name, dataset)
+            found = cache.load(name, dataset) if cache is not None else None
             if found is not None:
                 return found
             started = time.perf_counter()
-            out = super()._precompute_ref_logps(dataset, name, batch_size)
-            cache.ref_seconds += time.perf_counter() - started
-            cache.save(name, out)
+            # trl's own bar is off (sakura's view shows progress): the pass, minutes on a large model, gets one
+            report.start(f"reference log-probs ({name})", len(dataset), unit="pairs")
+            self._ref_pairs = 0
+            try:
+                out = super()._precompute_ref_logps(dataset, name, batch_size)
+            finally:
+                self._ref_pairs = None
+                report.finish()
+            if cache is not None:
+                cache.ref_seconds += time.perf_counter() - started
+                cache.save(name, out)
+            return out
+
+        def compute_ref_log_probs(self, model: Any, inputs: Any) -> Any:
+            out = super().compute_ref_log_probs(model, inputs)
+            if self._ref_pairs is not None:  # in the reference pass: every process does a batch at a time
+                self._ref_pairs += len(out[0]) * self.accelerator.num_processes
+                report.step(self._ref_pairs)
             return out
 
     return SakuraTrainer

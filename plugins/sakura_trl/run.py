@@ -26,6 +26,7 @@ from sakura_trl.model import load_model, load_tokenizer, lora_config
 from sakura_trl.oom import oom_guard
 from sakura_trl.patches import quiet, reference_hash, trainer_class
 from sakura_trl.save import save_artifact
+from sakura_trl.stop import Stopped, StopOnSigterm
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -37,12 +38,13 @@ class Report:
         self.ctx = ctx
         self.task: Any = None
 
-    def start(self, description: str, total: int) -> None:
-        self.task = self.ctx.progress(description, total=total, unit="steps")
+    def start(self, description: str, total: int, unit: str = "steps") -> None:
+        self.finish()
+        self.task = self.ctx.progress(description, total=total, unit=unit)
 
     def step(self, done: int) -> None:
         if self.task is not None:
-            self.task.update(done)
+            self.task.update(min(done, self.task.total or done))
 
     def finish(self) -> None:
         if self.task is not None:
@@ -121,7 +123,8 @@ def train(spec: dict[str, Any], trainer_def: Any, report: Report) -> dict[str, A
 
         cache = RefCache.for_run(spec, options, args, tokenizer, model)
 
-    callback = SakuraCallback(report, args, model, lora=peft_config is not None, ref_cached=cache is not None)
+    stop = StopOnSigterm(Path(args.output_dir))
+    callback = SakuraCallback(report, args, model, lora=peft_config is not None, ref_cached=cache is not None, stop=stop)
     kwargs = dict(
         model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
         peft_config=peft_config, callbacks=[callback],
@@ -137,14 +140,17 @@ def train(spec: dict[str, Any], trainer_def: Any, report: Report) -> dict[str, A
         quiet(built)
         check_max_lengths(built, options)
 
-    job = TrainJob(trainer_class=trainer_class(trainer_def, cache), kwargs=kwargs, resume_from=last, prepare=prepare)
-    try:
-        with oom_guard(options, values), reference_hash(cache):
-            trainer = trainer_def.run(job)
-    except KeyError as exc:  # trl reading a column the rows do not have
-        raise StageError(f"dataset rows lack column {exc} that trainer {options.trainer} needs") from None
-    finally:
-        report.finish()
+    job = TrainJob(trainer_class=trainer_class(trainer_def, cache, report), kwargs=kwargs, resume_from=last, prepare=prepare)
+    with stop:
+        try:
+            with oom_guard(options, values), reference_hash(cache):
+                trainer = trainer_def.run(job)
+        except KeyError as exc:  # trl reading a column the rows do not have
+            raise StageError(f"dataset rows lack column {exc} that trainer {options.trainer} needs") from None
+        finally:
+            report.finish()
+    if stop.requested and stop.step < stop.max_steps:
+        raise Stopped(stop.stopped())
 
     metrics = callback.summary()
     if cache is not None:
@@ -155,7 +161,8 @@ def train(spec: dict[str, Any], trainer_def: Any, report: Report) -> dict[str, A
     if tracking:
         metrics["tracking"] = tracking
     if trainer.accelerator.is_main_process:
-        save_artifact(trainer, tokenizer, output_dir, peft_config is not None)
+        dtype = options.save_dtype or input_dtype(Path(spec["model_path"]))
+        save_artifact(trainer, tokenizer, output_dir, peft_config is not None, dtype)
         (output_dir / "trainer_config.json").write_text(json.dumps(metrics["trainer_config"], indent=2) + "\n")
         (output_dir / "train_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         if "tensorboard" in tracking:  # the run's event files travel with the model
@@ -166,6 +173,16 @@ def train(spec: dict[str, Any], trainer_def: Any, report: Report) -> dict[str, A
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return metrics
+
+
+def input_dtype(model_path: Path) -> str | None:
+    """The dtype the input model's config.json gives its weights (``float16`` for the Sakura-SOLAR merge)."""
+    try:
+        config = json.loads((model_path / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    dtype = config.get("dtype") or config.get("torch_dtype")
+    return dtype if isinstance(dtype, str) else None
 
 
 def last_checkpoint(output_dir: str) -> str | None:

@@ -54,8 +54,8 @@ class WorkerReport:
         if self.main:
             print("SAKURA_EVENT " + json.dumps({"event": event, **values}, default=str), flush=True)
 
-    def start(self, description: str, total: int) -> None:
-        self._emit("start", description=description, total=total)
+    def start(self, description: str, total: int, unit: str = "steps") -> None:
+        self._emit("start", description=description, total=total, unit=unit)
 
     def step(self, done: int) -> None:
         self._emit("step", done=done)

@@ -1,6 +1,7 @@
 """A recipe-local plugin used by the core tests: stage kinds that do small, observable work.
 
-``echo`` writes its text plus its inputs' fingerprints (and ``SAKURA_TEST_SALT``, to make a rebuild differ); ``slow`` writes chunks with pauses so a test can
+``echo`` writes its text plus its inputs' fingerprints (and ``SAKURA_TEST_SALT``, to make a rebuild differ), and a
+copy to ``mirror`` outside the store (gone: the stage is outdated); ``slow`` writes chunks with pauses so a test can
 kill the process mid-stage (it touches ``started_marker`` when it begins).
 """
 
@@ -26,6 +27,7 @@ class EchoOptions(Options):
     colour: str = "red"
     repeat: int = Field(1, ge=1)
     fail: bool = False
+    mirror: str = ""  # a file outside the store the stage also writes (as a publisher writes a repo)
 
 
 class Echo(StageKind):
@@ -52,7 +54,14 @@ class Echo(StageKind):
             lines.append(os.environ["SAKURA_TEST_SALT"])
         lines += [f"{name}={inp.fingerprint}" for name, inp in sorted(ctx.inputs.items())]
         (ctx.output_dir / "out.txt").write_text("\n".join(lines))
+        if ctx.options.mirror:
+            Path(ctx.options.mirror).write_text("\n".join(lines))
         return {"lines": len(lines)}
+
+    def outdated(self, options, artifact, env):
+        if options.mirror and not Path(options.mirror).exists():
+            return f"{Path(options.mirror).name} is gone"
+        return None
 
 
 class SlowOptions(Options):
