@@ -318,7 +318,10 @@ def cache_ls(recipe: str | None, store: str | None) -> None:
 @click.argument("recipes", type=click.Path(dir_okay=False), nargs=-1)
 @store_option
 def cache_gc(recipes: tuple[str, ...], store: str | None) -> None:
-    """Remove unfinished writes; with RECIPES, also every artifact none of them uses."""
+    """Remove unfinished writes; with RECIPES, also every artifact none of them uses. Never what a live run
+    (on any machine sharing the store) uses or is building."""
+    from pathlib import Path
+
     from sakura_core.engine import Engine
     from sakura_core.store import Store
 
@@ -333,8 +336,10 @@ def cache_gc(recipes: tuple[str, ...], store: str | None) -> None:
                 the_plan = Engine(member).plan()
                 keep.update(n.fingerprint for n in the_plan.stages.values())
                 keep.update(s.fingerprint for s in the_plan.sources.values())
-    removed = Store(root).gc(keep)
-    click.echo(f"removed {len(removed)} entries from {root}")
+    skipped: list[Path] = []
+    removed = Store(root).gc(keep, skipped)
+    left = f" (left {len(skipped)} in use by a live run)" if skipped else ""
+    click.echo(f"removed {len(removed)} entries from {root}{left}")
 
 
 def _store_root(recipe: str | None, store: str | None):

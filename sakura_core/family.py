@@ -124,20 +124,23 @@ def run_family(family: Family, reporter: Reporter | None = None, only: list[str]
     }
     outcomes: dict[tuple[str, str], StageOutcome] = {}
     broken: dict[str, str] = {}  # fingerprint -> why a stage reading it cannot run
-    for node in plan.nodes:
-        variant, stage = node.members[0]
-        variant_plan = plan.plans[variant]
-        blocked = next((broken[variant_plan.stages[dep].fingerprint] for dep in variant_plan.stages[stage].stage.depends_on
-                        if dep in variant_plan.stages and variant_plan.stages[dep].fingerprint in broken), None)
-        if blocked is not None:
-            outcome = skipped(variant_plan, stage, blocked)
-            reporter.stage_finished(node.label, "skipped", 0.0, blocked)
-        else:
-            outcome = engines[variant].execute(variant_plan, stage, forced=any(s in forced[v] for v, s in node.members))
-        if outcome.status in ("failed", "skipped"):
-            broken[node.fingerprint] = blocked or f"{stage} failed"
-        for member in node.members:
-            outcomes[member] = outcome
+    try:
+        for node in plan.nodes:
+            variant, stage = node.members[0]
+            variant_plan = plan.plans[variant]
+            blocked = next((broken[variant_plan.stages[dep].fingerprint] for dep in variant_plan.stages[stage].stage.depends_on
+                            if dep in variant_plan.stages and variant_plan.stages[dep].fingerprint in broken), None)
+            if blocked is not None:
+                outcome = skipped(variant_plan, stage, blocked)
+                reporter.stage_finished(node.label, "skipped", 0.0, blocked)
+            else:
+                outcome = engines[variant].execute(variant_plan, stage, forced=any(s in forced[v] for v, s in node.members))
+            if outcome.status in ("failed", "skipped"):
+                broken[node.fingerprint] = blocked or f"{stage} failed"
+            for member in node.members:
+                outcomes[member] = outcome
+    finally:
+        next(iter(engines.values())).store.locks.release()  # the run is over: gc may remove what it used
     result = FamilyResult(family, plan)
     for name, recipe in family.variants.items():
         run = RunResult(recipe, plan.plans[name])
