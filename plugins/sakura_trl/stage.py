@@ -18,6 +18,10 @@ class TrainStage(StageKind):
     def references(self, options: TrainOptions) -> dict[str, str]:
         return {"model": options.model, "dataset": options.dataset}
 
+    def gpus(self, options: TrainOptions) -> int:
+        """One per process ``accelerate launch`` starts on this node (``launcher.num_processes``), else one."""
+        return options.launcher.num_processes if options.launcher is not None else 1
+
     def check(self, options: TrainOptions, env: CheckEnv) -> None:
         try:
             trainer = env.plugins.trainers.get(options.trainer)
