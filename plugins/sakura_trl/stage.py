@@ -20,8 +20,10 @@ class TrainStage(StageKind):
         return {"model": options.model, "dataset": options.dataset}
 
     def gpus(self, options: TrainOptions) -> int:
-        """One per process ``accelerate launch`` starts on this node (``launcher.num_processes``), else one."""
-        return options.launcher.num_processes if options.launcher is not None else 1
+        """One per process ``accelerate launch`` starts on this node (``launcher.num_processes`` over its
+        machines), else one."""
+        launcher = options.launcher
+        return 1 if launcher is None else max(1, launcher.num_processes // (launcher.num_machines or 1))
 
     def check(self, options: TrainOptions, env: CheckEnv) -> None:
         try:
