@@ -6,7 +6,6 @@ node that cannot see the store says so."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -62,9 +61,8 @@ args = {{ learning_rate = 5e-5, beta = 0.1, per_device_train_batch_size = 4, max
 
 
 def sakura(recipe: Path, *args: str, store: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}
     return subprocess.run([sys.executable, "-m", "sakura_core", "run", str(recipe), "--store", str(store), *args],
-                          capture_output=True, text=True, cwd=recipe.parent, env=env, timeout=900)
+                          capture_output=True, text=True, cwd=recipe.parent, timeout=900)
 
 
 def write_family(folder: Path, extra: str = "") -> Path:
@@ -160,11 +158,11 @@ def sakura_register_stage_kinds(register):
 
 def test_a_failing_variant_and_a_dying_worker(tmp_path):
     """A variant whose data cannot be read fails alone (its training is skipped, the others train); a stage whose
-    worker is SIGKILLed is started again by Ray and its killed attempt leaves nothing in the store."""
+    worker is SIGKILLed is started again by Ray and its killed attempt leaves nothing in its artifact."""
     (tmp_path / "flaky.py").write_text(KILLER)
-    recipe = write_family(tmp_path, f"""
+    recipe = write_family(tmp_path, """
         [variants.broken]
-        "stages.data.sources" = [{{ adapter = "orca", path = "data/broken.jsonl" }}]
+        "stages.data.sources" = [{ adapter = "orca", path = "data/broken.jsonl" }]
         """)
     text = recipe.read_text().replace('name = "ray-family"\n', 'name = "ray-family"\nplugins = ["flaky.py"]\n', 1)
     text = text.replace("[variants.fast]", f'[stages.flaky]\nkind = "flaky"\nmodel = "merge"\nmarker = "{tmp_path / "died"}"\n\n[variants.fast]')
@@ -185,8 +183,9 @@ def test_a_failing_variant_and_a_dying_worker(tmp_path):
 
 
 def test_a_node_that_cannot_see_the_store_says_so(tmp_path):
-    from sakura_core.executor import StageJob
     from sakura_executors.ray_executor import _run_on_worker
+
+    from sakura_core.executor import StageJob
 
     job = StageJob(str(tmp_path / "r.toml"), (), None, "", "merge", "f" * 64, False, "merge")
     outcome, host = _run_on_worker(job, str(tmp_path / "store" / "executors" / "ray-gone"))
