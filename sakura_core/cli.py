@@ -73,14 +73,21 @@ def cli() -> None:
 @variant_option
 @set_option
 @store_option
+@click.option("--executor", default="local", show_default=True, metavar="NAME",
+              help="What runs the stages: local (this process, one after another) or ray (a Ray cluster).")
+@click.option("--address", metavar="ADDR", help="With --executor ray: the cluster to join (default: start Ray here).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document with every stage's outcome on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
-def run(recipe: str, only, from_, force, variants, overrides, store, as_json: bool, quiet: bool) -> None:
+def run(recipe: str, only, from_, force, variants, overrides, store, executor: str, address, as_json: bool,
+        quiet: bool) -> None:
     """Run RECIPE stage by stage (every variant it declares; stages they share run once); cached stages are
     not run again."""
-    _quiet_libraries()
+    from sakura_core.progress import quiet_libraries
+
+    quiet_libraries()
     family = _load(recipe, overrides, store, variants)
-    if not family.has_variants:
+    runner, runner_options = _executor(family, executor, {"address": address} if address else {})
+    if not family.has_variants and executor == "local":
         from sakura_core.engine import Engine
 
         loaded = family.variants[""]
@@ -98,7 +105,8 @@ def run(recipe: str, only, from_, force, variants, overrides, store, as_json: bo
     planned = plan_family(family, list(only), list(from_), list(force))
     rows = [(node.label, family.variants[node.members[0][0]].stages[node.members[0][1]].kind_name) for node in planned[0].nodes]
     with _stdout_to_stderr(), _reporter(rows, quiet or False) as reporter:
-        done = run_family(family, reporter, family_plan=planned)
+        done = run_family(family, reporter, family_plan=planned, executor=runner, executor_options=runner_options,
+                          overrides=tuple(overrides), store=store)
     if as_json:
         click.echo(json.dumps(done.as_json(), indent=2))
     elif not quiet:
@@ -115,24 +123,31 @@ def run(recipe: str, only, from_, force, variants, overrides, store, as_json: bo
         _fail(done.error)
 
 
+def _executor(family: Any, name: str, raw: dict[str, Any]) -> tuple[Any, Any]:
+    """The executor ``--executor`` names and its options (``--address``), validated before any work."""
+    from sakura_core.errors import OptionError, PluginError, RecipeError
+    from sakura_core.options import validate_options
+
+    try:
+        executor = family.plugins.executors.get(name)
+    except PluginError as exc:
+        raise RecipeError(f"--executor: {exc}") from None
+    if executor.Options is None:
+        if raw:
+            raise RecipeError(f"--address: executor {name} takes no address")
+        return executor, None
+    try:
+        return executor, validate_options(executor.Options, raw)
+    except OptionError as exc:
+        raise RecipeError(exc.detail, key=f"--{exc.key}" if exc.key else "--executor") from None
+
+
 def _stdout_to_stderr() -> Any:
     """While stages run, what libraries print (trackio's banners, lm-eval's tables) goes to stderr: stdout is
     sakura's result alone, so ``run --json | jq`` works."""
     import contextlib
 
     return contextlib.redirect_stdout(sys.stderr)
-
-
-def _quiet_libraries() -> None:
-    """Stages report progress through sakura's own view: silence the libraries' tqdm bars and chatter."""
-    import os
-    import warnings
-
-    os.environ.setdefault("TQDM_DISABLE", "1")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
 def _print_summary(title: str, outcomes: list[tuple[Any, str]]) -> None:
@@ -318,7 +333,10 @@ def cache_ls(recipe: str | None, store: str | None) -> None:
 @click.argument("recipes", type=click.Path(dir_okay=False), nargs=-1)
 @store_option
 def cache_gc(recipes: tuple[str, ...], store: str | None) -> None:
-    """Remove unfinished writes; with RECIPES, also every artifact none of them uses."""
+    """Remove unfinished writes; with RECIPES, also every artifact none of them uses. Never what a live run
+    (on any machine sharing the store) uses or is building."""
+    from pathlib import Path
+
     from sakura_core.engine import Engine
     from sakura_core.store import Store
 
@@ -333,8 +351,10 @@ def cache_gc(recipes: tuple[str, ...], store: str | None) -> None:
                 the_plan = Engine(member).plan()
                 keep.update(n.fingerprint for n in the_plan.stages.values())
                 keep.update(s.fingerprint for s in the_plan.sources.values())
-    removed = Store(root).gc(keep)
-    click.echo(f"removed {len(removed)} entries from {root}")
+    skipped: list[Path] = []
+    removed = Store(root).gc(keep, skipped)
+    left = f" (left {len(skipped)} in use by a live run)" if skipped else ""
+    click.echo(f"removed {len(removed)} entries from {root}{left}")
 
 
 def _store_root(recipe: str | None, store: str | None):

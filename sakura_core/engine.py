@@ -86,39 +86,68 @@ class Engine:
         plan = plan or self.plan()
         selected, forced = select_stages(plan, list(only), list(from_), list(force))
         result = RunResult(self.recipe, plan)
-        for name in selected:
-            outcome = self.execute(plan, name, forced=name in forced)
-            result.outcomes.append(outcome)
-            if outcome.status == "failed":
-                result.error = SakuraError(outcome.error or f"stage {name} failed")
-                result.error.exit_code = outcome.exit_code
-                break
-        self.store.record_run(self.recipe.name, result.as_json())
+        try:
+            for name in selected:
+                outcome = self.execute(plan, name, forced=name in forced)
+                result.outcomes.append(outcome)
+                if outcome.status == "failed":
+                    result.error = SakuraError(outcome.error or f"stage {name} failed")
+                    result.error.exit_code = outcome.exit_code
+                    break
+            self.store.record_run(self.recipe.name, result.as_json())
+        finally:
+            self.store.locks.release()  # the run is over: gc may remove what it used
         return result
 
     def execute(self, plan: Plan, name: str, forced: bool = False) -> StageOutcome:
         """One stage: served from the store when its artifact is there and made from its inputs as they are
-        now, else run; the lifecycle hooks around it."""
+        now, else run; the lifecycle hooks around it.
+
+        Other processes may share the store: the stage is built under its fingerprint's build lock, and a
+        run that had to wait for it looks in the store again, so an artifact another run just built is used,
+        not built twice. This run marks what it uses, so ``cache gc`` leaves it alone until the run ends.
+        """
         hook = self.recipe.plugins.pm.hook
         node = plan.stages[name]
         info = StageInfo(name, node.stage.kind_name, node.plugin, node.fingerprint, node.stage.options)
+        self.store.locks.use(node.fingerprint)  # before the look-up: a gc removing it finishes first
         artifact = self.store.lookup(node.fingerprint)
-        rebuilt = self.rebuilt_inputs(plan, name, artifact) if artifact is not None else []
-        stale = self.outdated(plan, name, artifact) if artifact is not None and not forced and not rebuilt else None
-        if artifact is not None and not forced and not rebuilt and not stale:
-            outcome = StageOutcome(
-                name, info.kind, info.plugin, "cached", node.fingerprint, artifact.path,
-                metrics=artifact.manifest.get("metrics", {}),
-            )
-            self.reporter.stage_finished(self.label(name), "cached", 0.0)
+        why = self.why_run(plan, name, artifact, forced)
+        if why is None:
+            outcome = self._cached(name, info, node.fingerprint, artifact)
         else:
-            if rebuilt and not forced:
-                self.reporter.log(f"{name}: {', '.join(rebuilt)} changed since this stage ran: running it again")
-            elif stale:
-                self.reporter.log(f"{name}: {stale}: running it again")
-            outcome = self._run_stage(plan, name, info, hook)
+            label = self.label(name)
+            with self.store.locks.building(
+                node.fingerprint, on_wait=lambda: self.reporter.log(f"{label}: waiting for another run building it"),
+            ):
+                now = self.store.lookup(node.fingerprint)
+                # built by another run while this one waited (for a forced stage: a build newer than the one
+                # this run set out to replace)
+                fresh = now is not None and (not forced or artifact is None or now.manifest != artifact.manifest)
+                if fresh and self.why_run(plan, name, now, False) is None:
+                    self.reporter.log(f"{label}: built by another run meanwhile: using it")
+                    outcome = self._cached(name, info, node.fingerprint, now)
+                else:
+                    if why:
+                        self.reporter.log(f"{name}: {why}: running it again")
+                    outcome = self._run_stage(plan, name, info, hook)
         hook.sakura_after_stage(stage=info, outcome=outcome)
         return outcome
+
+    def why_run(self, plan: Plan, name: str, artifact: Any, forced: bool) -> str | None:
+        """None when ``artifact`` serves the stage; else why it runs ("" when there is nothing to say: not
+        built yet, or forced)."""
+        if artifact is None or forced:
+            return ""
+        rebuilt = self.rebuilt_inputs(plan, name, artifact)
+        if rebuilt:
+            return f"{', '.join(rebuilt)} changed since this stage ran"
+        return self.outdated(plan, name, artifact)
+
+    def _cached(self, name: str, info: StageInfo, fingerprint: str, artifact: Any) -> StageOutcome:
+        self.reporter.stage_finished(self.label(name), "cached", 0.0)
+        return StageOutcome(name, info.kind, info.plugin, "cached", fingerprint, artifact.path,
+                            metrics=artifact.manifest.get("metrics", {}))
 
     def label(self, name: str) -> str:
         """The stage's row in the live view (a family names a variant's own stages after the variant)."""
@@ -250,6 +279,7 @@ class Engine:
     def _input(self, plan: Plan, ref: str) -> InputArtifact:
         if ref in plan.stages:
             node = plan.stages[ref]
+            self.store.locks.use(node.fingerprint)  # an input built by an earlier run (--only): gc keeps it now
             artifact = self.store.lookup(node.fingerprint)
             if artifact is None:
                 raise StageError(f"needs the output of stage {ref}, which is not built yet (run without --only)")

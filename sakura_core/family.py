@@ -11,7 +11,7 @@ variants that contain it and skips what depends on it there; the other variants 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sakura_core.engine import Engine, RunResult, select_stages
 from sakura_core.errors import SakuraError
@@ -19,6 +19,9 @@ from sakura_core.plan import Plan
 from sakura_core.progress import Reporter
 from sakura_core.recipe import Family
 from sakura_core.stage import StageOutcome
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sakura_core.executor import Executor
 
 
 @dataclass
@@ -114,30 +117,28 @@ def plan_family(family: Family, only: list[str] = (), from_: list[str] = (), for
 
 def run_family(family: Family, reporter: Reporter | None = None, only: list[str] = (), from_: list[str] = (),  # type: ignore[assignment]
                force: list[str] = (), family_plan: tuple[FamilyPlan, dict[str, set[str]]] | None = None,  # type: ignore[assignment]
-               ) -> FamilyResult:
+               executor: Executor | None = None, executor_options: Any = None,
+               overrides: tuple[str, ...] = (), store: str | None = None) -> FamilyResult:
+    """Run every distinct stage of the family once with ``executor`` (default: ``local``) and its validated
+    options; ``overrides`` and ``store`` say how the family was loaded, for executors whose workers load it
+    again."""
+    from sakura_core.executor import Work
+
     reporter = reporter or Reporter()
     plan, forced = family_plan or plan_family(family, only, from_, force)
+    executor = executor or family.plugins.executors.get("local")
     engines = {
         name: Engine(recipe, reporter, labels={stage: plan.node_of(name, stage).label for stage in plan.plans[name].stages
                                                if any((name, stage) in n.members for n in plan.nodes)})
         for name, recipe in family.variants.items()
     }
-    outcomes: dict[tuple[str, str], StageOutcome] = {}
-    broken: dict[str, str] = {}  # fingerprint -> why a stage reading it cannot run
-    for node in plan.nodes:
-        variant, stage = node.members[0]
-        variant_plan = plan.plans[variant]
-        blocked = next((broken[variant_plan.stages[dep].fingerprint] for dep in variant_plan.stages[stage].stage.depends_on
-                        if dep in variant_plan.stages and variant_plan.stages[dep].fingerprint in broken), None)
-        if blocked is not None:
-            outcome = skipped(variant_plan, stage, blocked)
-            reporter.stage_finished(node.label, "skipped", 0.0, blocked)
-        else:
-            outcome = engines[variant].execute(variant_plan, stage, forced=any(s in forced[v] for v, s in node.members))
-        if outcome.status in ("failed", "skipped"):
-            broken[node.fingerprint] = blocked or f"{stage} failed"
-        for member in node.members:
-            outcomes[member] = outcome
+    work = Work(plan, forced, engines, reporter, overrides=overrides, store=store)
+    try:
+        executor.run(work, executor_options)
+    finally:
+        next(iter(engines.values())).store.locks.release()  # the run is over: gc may remove what it used
+    outcomes = {member: work.done[node.fingerprint] for node in plan.nodes if node.fingerprint in work.done
+                for member in node.members}
     result = FamilyResult(family, plan)
     for name, recipe in family.variants.items():
         run = RunResult(recipe, plan.plans[name])

@@ -4,7 +4,7 @@ A plugin is any module (or object) with such functions. Built-in plugins in ``pl
 API; third-party packages expose their module through the entry-point group ``sakura``; a recipe may load
 plugin files beside it by listing them under ``plugins = [...]``.
 
-The core declares two registries here (stage kinds and model sources). A stage-kind plugin declares the
+The core declares three registries here (stage kinds, model sources and executors). A stage-kind plugin declares the
 registries it needs from ``sakura_declare_registries``, each with its own hook
 (``sakura_register_merge_methods``, ...), defined and documented beside its contract in that plugin;
 docs/hooks.md documents them all. Registry hooks receive ``register(name, implementation, replace=False)``.
@@ -24,6 +24,7 @@ from sakura_core.registry import Register, RegistrySpec
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import click
 
+    from sakura_core.executor import Executor
     from sakura_core.stage import ModelSource, StageInfo, StageKind, StageOutcome
 
 hookspec = pluggy.HookspecMarker("sakura")
@@ -56,6 +57,15 @@ def sakura_register_model_sources(register: Register[ModelSource]) -> None:
 
     A model source is a ``sakura_core.stage.ModelSource``: it turns an entry of the recipe's ``[models]``
     table into a fingerprint (cheap: no download) and, when a stage needs the weights, a local directory.
+    """
+
+
+@hookspec
+def sakura_register_executors(register: Register[Executor]) -> None:
+    """Register executors: ``register("ray", RayExecutor())``.
+
+    An executor is a ``sakura_core.executor.Executor``: given a family's distinct stages (``Work``), it
+    decides where and when each runs (``sakura run --executor NAME``); ``local`` runs them in this process.
     """
 
 
@@ -99,5 +109,13 @@ CORE_REGISTRIES: tuple[RegistrySpec[Any], ...] = (
         contract="sakura_core.stage:StageKind",
         title="Stages",
         named_by="`kind` in a `[stages.NAME]` table",
+    ),
+    RegistrySpec(
+        attr="executors",
+        what="executor",
+        hookspec=sakura_register_executors,
+        contract="sakura_core.executor:Executor",
+        title="Executors",
+        named_by="`sakura run --executor NAME`",
     ),
 )

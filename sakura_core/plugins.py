@@ -49,6 +49,7 @@ BUILTIN_PLUGINS = (
     "sakura_eval.plugin",
     "sakura_publish.plugin",
     "sakura_hub.plugin",
+    "sakura_executors.plugin",
 )
 
 # Files whose content is a plugin's code (what its code hash covers).

@@ -255,3 +255,15 @@ class RichReporter(Reporter):
         bar = self._bars.pop(id(task), None)
         if bar is not None:
             self.progress.remove_task(bar)
+
+
+def quiet_libraries() -> None:
+    """Stages report progress through sakura's own view: silence the libraries' tqdm bars and chatter."""
+    import os
+    import warnings
+
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)

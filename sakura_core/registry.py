@@ -2,7 +2,7 @@
 
 Every registry has the same shape. Its ``RegistrySpec`` says which hook fills it, which base class its
 entries are instances of (the contract), how messages and docs name an entry, and what ``sakura
-new-plugin`` writes for it. The core declares two registries (stage kinds and model sources); a
+new-plugin`` writes for it. The core declares three registries (stage kinds, model sources, executors); a
 stage-kind plugin declares the ones it needs (merge methods, dataset adapters, trainers, publishers)
 from ``sakura_declare_registries``, so the core, the reference generator, ``new-plugin`` and the CLI
 discover them instead of listing them.

@@ -79,6 +79,11 @@ class StageKind(Implementation):
         """
         return None
 
+    def gpus(self, options: Any) -> int:
+        """GPUs the stage uses when its machine has them: what it asks of a cluster executor (``--executor
+        ray``) where the cluster has GPUs. Default 1; 0 for a stage that never computes on one."""
+        return 1
+
     def outdated(self, options: Any, artifact: Artifact, env: SourceEnv) -> str | None:
         """Why a cached artifact of this stage no longer stands for what running it would do, or None.
 

@@ -6,6 +6,7 @@ Layout under the store root (``.sakura/`` beside the recipe by default)::
     tmp/<fingerprint>.<pid>.<n>/ artifacts being written; renamed into artifacts/ only when complete
     work/<fingerprint>/          a stage's scratch space that survives a crash (checkpoints to resume from)
     runs/<time>-<recipe>.json    one summary per run
+    locks/<fingerprint>.build    held while the artifact is built; .use: held by runs reading it (see locks.py)
     logs/                        tracebacks of unexpected failures
     published/<fingerprint>/     where an artifact was published (a Hub repo and commit), one file per destination
 
@@ -15,6 +16,10 @@ moment (even SIGKILL) leaves at most a ``tmp/`` entry, which no later run accept
 Every manifest records ``digest``, a hash of the artifact's files (names and contents): a stage records
 the digests of the artifacts it read, so a rebuilt input (``--force``) is told apart from the one an
 output was made from, even under the same fingerprint.
+
+Many processes may share a store (two runs, two recipes sharing a merge, a launcher's workers): an
+artifact is built under its fingerprint's build lock, by one process at a time, and whoever waited for it
+looks in the store again before building; ``gc`` removes nothing a live run uses or builds. See locks.py.
 
 A publication record outlives ``gc``: it says what was published, which stays true. Later stages read it to
 name the published repo as the parent of what descends from the artifact.
@@ -33,6 +38,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from sakura_core.locks import Locks
 
 MANIFEST = "sakura-artifact.json"
 _counter = itertools.count()
@@ -53,6 +60,7 @@ class Artifact:
 class Store:
     def __init__(self, root: Path):
         self.root = Path(root)
+        self.locks = Locks(self.root)
 
     @property
     def artifacts_dir(self) -> Path:
@@ -112,25 +120,38 @@ class Store:
         found = (self.lookup(p.name) for p in sorted(self.artifacts_dir.iterdir()))
         return [a for a in found if a is not None]
 
-    def gc(self, keep: set[str] | None = None) -> list[Path]:
-        """Remove unfinished writes and stale work areas; with ``keep``, also every artifact not in it."""
-        removed = []
-        for sub in ("tmp",):
-            for path in sorted((self.root / sub).glob("*")) if (self.root / sub).is_dir() else []:
-                if not _owned_by_live_process(path.name):
-                    shutil.rmtree(path, ignore_errors=True)
-                    removed.append(path)
+    def gc(self, keep: set[str] | None = None, skipped: list[Path] | None = None) -> list[Path]:
+        """Remove unfinished writes and stale work areas; with ``keep``, also every artifact not in it.
+
+        Never what a live process uses or builds, on this machine or another sharing the store: an artifact
+        goes only under its ``use`` lock taken without waiting, a ``tmp/`` or ``work/`` entry only while
+        nobody holds its build lock. What is left for that reason is appended to ``skipped``.
+        """
+        removed: list[Path] = []
+        skipped = skipped if skipped is not None else []
+
+        def remove(path: Path, fingerprint: str, lock: str, owned: bool = False) -> None:
+            # held while removing: a process starting to build (or use) it meanwhile waits, then finds it gone
+            with self.locks.exclusive_now(fingerprint, lock) as free:
+                if not free or owned:
+                    skipped.append(path)
+                    return
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+
+        tmp_dir = self.root / "tmp"
+        for path in sorted(tmp_dir.glob("*")) if tmp_dir.is_dir() else []:
+            # the pid check covers writers that take no build lock; the lock covers writers on other machines
+            remove(path, path.name.split(".")[0], "build", owned=_owned_by_live_process(path.name))
         if keep is not None:
             for artifact in self.list():
                 kept_with = artifact.manifest.get("kept_with") or []
                 if artifact.fingerprint not in keep and not (kept_with and set(kept_with) <= keep):
-                    shutil.rmtree(artifact.path, ignore_errors=True)
-                    removed.append(artifact.path)
+                    remove(artifact.path, artifact.fingerprint, "use")
             work = self.root / "work"
             for path in sorted(work.iterdir()) if work.is_dir() else []:
                 if path.name not in keep:
-                    shutil.rmtree(path, ignore_errors=True)
-                    removed.append(path)
+                    remove(path, path.name, "build")
         return removed
 
     # -- where artifacts went ----------------------------------------------------------------------

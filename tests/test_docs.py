@@ -43,6 +43,7 @@ def public_names(cls: type) -> set[str]:
 
 def contract_classes() -> dict[str, list[type]]:
     from sakura_core.registry import Implementation, RegistrySpec
+    from sakura_core.executor import Executor, StageJob, Work
     from sakura_core.stage import CheckEnv, InputArtifact, ModelSource, SourceEnv, StageContext, StageInfo, StageKind, StageOutcome
     from sakura_data.contract import Adapter
     from sakura_eval.contract import EvalJob, EvalResult, Evaluator
@@ -60,6 +61,7 @@ def contract_classes() -> dict[str, list[type]]:
         "sakura_register_trainers": [Trainer, TrainJob],
         "sakura_register_publishers": [Publisher, Bundle, PublishEnv],
         "sakura_register_evaluators": [Evaluator, EvalJob, EvalResult],
+        "sakura_register_executors": [Executor, Work, StageJob],
         "sakura_before_stage": [StageInfo],
         "sakura_after_stage": [StageOutcome],
     }

@@ -123,9 +123,9 @@ def test_every_registered_plugin_entry_has_a_described_section(plugins):
 
 
 def test_every_declared_registry_has_a_section(plugins):
-    """The core's two registries and every one a plugin declares, discovered, not listed."""
+    """The core's three registries and every one a plugin declares, discovered, not listed."""
     parts = sections(DOC.read_text(encoding="utf-8"))
-    assert list(plugins.specs) == ["model_sources", "stage_kinds", "merge_methods", "dataset_adapters", "trainers", "evaluators",
+    assert list(plugins.specs) == ["model_sources", "stage_kinds", "executors", "merge_methods", "dataset_adapters", "trainers", "evaluators",
                                    "publishers"]
     assert all(spec.title in parts for spec in plugins.specs.values())
 

@@ -158,3 +158,94 @@ def test_launch_command_keeps_the_config_files_port_unless_one_is_set(tmp_path):
     assert port(num_processes=2) == "0"  # no config file: any free port
     assert port(num_processes=2, config_file="ds.yaml") is None  # the file's main_process_port applies
     assert port(num_processes=2, config_file="ds.yaml", main_process_port=29511) == "29511"
+
+
+def _command(tmp_path, **options) -> list[str]:
+    from sakura_trl.launch import launch_command
+    from sakura_trl.options import LauncherOptions
+
+    return launch_command(tmp_path / "spec.json", LauncherOptions(**options), tmp_path)
+
+
+def _flags(cmd: list[str]) -> dict[str, str | None]:
+    """``--key value`` pairs of an accelerate command line (``None`` for a bare flag), up to ``-m``."""
+    args = cmd[cmd.index("accelerate.commands.launch") + 1:cmd.index("sakura_trl.worker") - 1]
+    out: dict[str, str | None] = {}
+    for i, arg in enumerate(args):
+        if arg.startswith("--"):
+            nxt = args[i + 1] if i + 1 < len(args) else None
+            out[arg] = None if nxt is None or nxt.startswith("--") else nxt
+    return out
+
+
+def test_launch_command_single_node_n_processes(tmp_path):
+    flags = _flags(_command(tmp_path, num_processes=4))
+    assert flags["--num_processes"] == "4" and flags["--num_machines"] == "1" and "--multi_gpu" in flags
+    assert "--machine_rank" not in flags and "--main_process_ip" not in flags and flags["--main_process_port"] == "0"
+
+
+def test_launch_command_leaves_a_config_files_machines_and_processes_alone(tmp_path):
+    flags = _flags(_command(tmp_path, config_file="multi.yaml"))
+    # the file holds num_machines, num_processes, machine_rank, the address: nothing overrides them
+    assert flags == {"--config_file": str(tmp_path / "multi.yaml")}
+    flags = _flags(_command(tmp_path, config_file="multi.yaml", num_processes=16, num_machines=2))
+    assert flags["--num_processes"] == "16" and flags["--num_machines"] == "2" and "--machine_rank" not in flags
+
+
+def test_launch_command_explicit_multi_node_flags(tmp_path):
+    cmd = _command(tmp_path, num_processes=16, num_machines=2, machine_rank=0, main_process_ip="10.0.0.1")
+    flags = _flags(cmd)
+    assert flags["--num_processes"] == "16" and flags["--num_machines"] == "2" and flags["--machine_rank"] == "0"
+    assert flags["--main_process_ip"] == "10.0.0.1" and flags["--main_process_port"] == "29500"  # fixed: all must know it
+    from sakura_trl.launch import other_machines
+
+    assert "--machine_rank K --main_process_ip 10.0.0.1" in other_machines(cmd)
+
+
+def test_launch_command_under_srun_gives_each_node_its_rank(tmp_path):
+    cmd = _command(tmp_path, num_processes=16, num_machines=2, main_process_ip="node001", main_process_port=29600,
+                   srun=True)
+    assert cmd[:8] == ["srun", "--nodes", "2", "--ntasks-per-node", "1", "--kill-on-bad-exit", "1", "bash"]
+    shell = cmd[-1]
+    assert shell.startswith(f"exec {sys.executable} -m accelerate.commands.launch --machine_rank \"$SLURM_NODEID\" ")
+    assert "--num_machines 2" in shell and "--main_process_ip node001" in shell and "--main_process_port 29600" in shell
+    assert shell.endswith(f"-m sakura_trl.worker {tmp_path / 'spec.json'}")
+
+
+@pytest.mark.parametrize(
+    ("launcher", "message"),
+    [
+        ("{ num_machines = 0 }", "launcher.num_machines: input should be greater than or equal to 1"),
+        ("{ num_machines = \"two\" }", "launcher.num_machines: input should be a valid integer"),
+        ("{ num_machines = 2, machine_rank = -1, main_process_ip = \"h\", num_processes = 2 }",
+         "launcher.machine_rank: input should be greater than or equal to 0"),
+        ("{ num_machines = 2, machine_rank = 2, main_process_ip = \"h\", num_processes = 2 }",
+         "launcher.machine_rank: must be below num_machines (2), got 2"),
+        ("{ machine_rank = 0 }", "launcher.machine_rank: needs num_machines"),
+        ("{ num_machines = 2, machine_rank = 0, num_processes = 2 }", "launcher.main_process_ip: num_machines = 2 needs"),
+        ("{ num_machines = 2, main_process_ip = \"h\", num_processes = 2 }", "launcher.machine_rank: num_machines = 2 needs"),
+        ("{ num_machines = 2, machine_rank = 0, main_process_ip = \"h\", num_processes = 3 }",
+         "launcher.num_processes: is the total over all machines: a multiple of num_machines (2), got 3"),
+        ("{ num_machines = 2, main_process_ip = \"h\", num_processes = 2, srun = true, machine_rank = 0 }",
+         "launcher.machine_rank: set by srun"),
+        ("{ num_machines = 1, srun = true }", "launcher.srun: srun starts one launcher per machine"),
+        ("{ main_process_ip = \"a b\" }", "launcher.main_process_ip: must be a host name or an IP address (got 'a b')"),
+        ("{ main_process_ip = \"\" }", "launcher.main_process_ip: must be a host name or an IP address (got '')"),
+        ("{ main_process_port = 70000 }", "launcher.main_process_port: input should be less than or equal to 65535"),
+    ],
+)
+def test_bad_launcher_settings_are_one_line_errors(tmp_path, launcher, message):
+    path = write_recipe(tmp_path, DPO)
+    with pytest.raises(RecipeError) as err:
+        load_recipe(path, [f"stages.dpo.launcher={launcher}"])
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_a_good_multi_node_launcher_validates(tmp_path):
+    path = write_recipe(tmp_path, DPO)
+    srun = 'stages.dpo.launcher={ num_machines = 2, num_processes = 16, main_process_ip = "node001", srun = true }'
+    load_recipe(path, [srun])
+    (tmp_path / "multi.yaml").write_text("num_machines: 2\nmachine_rank: 0\nmain_process_ip: node001\n")
+    load_recipe(path, ['stages.dpo.launcher={ config_file = "multi.yaml" }'])
+    load_recipe(path, ['stages.dpo.launcher={ config_file = "multi.yaml", srun = true }'])

@@ -38,6 +38,9 @@ class DatasetStage(StageKind):
     produces = "dataset"
     libraries = ("datasets", "pyarrow", "transformers", "tokenizers")
 
+
+    def gpus(self, options: Any) -> int:
+        return 0  # CPU work only
     def references(self, options: DatasetOptions) -> dict[str, str]:
         return {"tokenizer": options.tokenizer} if options.tokenizer else {}
 

@@ -81,6 +81,9 @@ class MergeStage(StageKind):
     def references(self, options: MergeConfig) -> dict[str, str]:
         return model_references(options)
 
+    def gpus(self, options: MergeConfig) -> int:
+        return 0 if options.device == "cpu" else 1
+
     def check(self, options: MergeConfig, env: CheckEnv) -> None:
         check_config(options, env.plugins.merge_methods, env)
 

@@ -90,18 +90,26 @@ class TinySource(ModelSource):
         return hash_json(material), {"tiny": summary}
 
     def materialize(self, options: TinyOptions, env: SourceEnv, fingerprint: str) -> Path:
+        env.store.locks.use(fingerprint)  # gc leaves it while this run reads it
         artifact = env.store.lookup(fingerprint)
         if artifact is not None:
             return artifact.path
-        tmp = env.store.begin(fingerprint)
-        try:
-            with env.reporter.task(f"generating tiny {options.arch} model ({options.layers} layers)"):
-                generate_tiny_model(options, tmp)
-            manifest = {"kind": "model", "source": "tiny", "options": options.model_dump(mode="json"), "fingerprint": fingerprint}
-            return env.store.commit(tmp, fingerprint, manifest).path
-        except BaseException:
-            env.store.abort(tmp)
-            raise
+        # one process generates it; another run wanting it at the same time waits and takes that one
+        with env.store.locks.building(fingerprint, on_wait=lambda: env.reporter.log(
+                f"tiny {options.arch} model: waiting for another run generating it")):
+            artifact = env.store.lookup(fingerprint)
+            if artifact is not None:
+                return artifact.path
+            tmp = env.store.begin(fingerprint)
+            try:
+                with env.reporter.task(f"generating tiny {options.arch} model ({options.layers} layers)"):
+                    generate_tiny_model(options, tmp)
+                manifest = {"kind": "model", "source": "tiny", "options": options.model_dump(mode="json"),
+                            "fingerprint": fingerprint}
+                return env.store.commit(tmp, fingerprint, manifest).path
+            except BaseException:
+                env.store.abort(tmp)
+                raise
 
     def config(self, options: TinyOptions, env: SourceEnv, fingerprint: str) -> dict[str, Any]:
         """The config ``generate_tiny_model`` writes (read back once the model is in the store)."""

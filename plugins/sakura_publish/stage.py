@@ -92,6 +92,9 @@ class PublishStage(StageKind):
     Options = PublishOptions
     produces = "publication"
 
+
+    def gpus(self, options: Any) -> int:
+        return 0  # CPU work only
     def references(self, options: PublishOptions) -> dict[str, str]:
         return {"model": options.model, **{f"evals[{i}]": name for i, name in enumerate(options.evals or [])}}
 

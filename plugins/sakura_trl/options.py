@@ -32,14 +32,28 @@ class LauncherOptions(Options):
     """The ``launcher`` table: run the stage under ``accelerate launch``."""
 
     num_processes: int = Field(1, ge=1)
-    """Training processes (``--num_processes``): one per GPU, data parallel; without CUDA they run DDP on the
-    CPU (gloo). With 1 and no ``config_file`` the stage trains in sakura's own process."""
+    """Training processes (``--num_processes``), on all machines together: one per GPU, data parallel; without
+    CUDA they run DDP on the CPU (gloo). With 1 and no ``config_file`` the stage trains in sakura's own
+    process. With a ``config_file`` and this unset, the file's value applies."""
     config_file: str | None = None
-    """An accelerate config file (DDP, DeepSpeed ZeRO, FSDP), relative to the recipe's directory; its content
-    is part of the fingerprint."""
+    """An accelerate config file (DDP, DeepSpeed ZeRO, FSDP, multi-node), relative to the recipe's directory;
+    its content is part of the fingerprint. What the file sets is not overridden, except by the keys here
+    that the recipe sets."""
+    num_machines: int | None = Field(None, ge=1)
+    """Machines the training spans (``--num_machines``); unset: the config file's, else 1. More than 1 needs
+    ``main_process_ip`` (or a config file holding it) and either ``srun`` or ``machine_rank``."""
+    machine_rank: int | None = Field(None, ge=0)
+    """This machine's rank among ``num_machines`` (``--machine_rank``), 0 on the machine whose sakura run
+    writes the artifact; the other machines start their launchers themselves (see docs/scaling.md). Unset
+    with ``srun``: each node's ``$SLURM_NODEID``."""
+    main_process_ip: str | None = None
+    """Address of the machine of rank 0, where the processes meet (``--main_process_ip``)."""
     main_process_port: int | None = Field(None, ge=1, le=65535)
     """TCP port the processes meet on (``--main_process_port``, which wins over the config file's); unset: a
-    free port found at launch."""
+    free port found at launch on one machine, 29500 across machines."""
+    srun: bool = False
+    """Inside a SLURM allocation: start the launcher on every node with ``srun`` (one task per node, each
+    with ``$SLURM_NODEID`` as its machine rank), so one ``sakura run`` trains across the allocation."""
 
 
 class TrainOptions(Options):

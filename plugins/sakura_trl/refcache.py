@@ -61,6 +61,7 @@ class RefCache:
 
     def load(self, name: str, dataset: Any) -> Any | None:
         """The dataset with ``ref_chosen_logps`` / ``ref_rejected_logps`` columns, or None on a miss."""
+        self.store.locks.use(self.key)  # gc leaves it while this run reads it
         artifact = self.store.lookup(self.key)
         if artifact is None or not self._file(artifact.path, name).is_file():
             return None
@@ -82,34 +83,36 @@ class RefCache:
         self.misses.append(name)
         if not _is_main_process():
             return
-        tmp = self.store.begin(self.key)
-        try:
-            old = self.store.lookup(self.key)
-            if old is not None:
-                for path in old.path.glob("*.safetensors"):
-                    if path.stem != name:
-                        (tmp / path.name).write_bytes(path.read_bytes())
-            save_file(
-                {
-                    "ref_chosen_logps": torch.tensor(dataset["ref_chosen_logps"], dtype=torch.float32),
-                    "ref_rejected_logps": torch.tensor(dataset["ref_rejected_logps"], dtype=torch.float32),
-                },
-                str(self._file(tmp, name)),
-            )
-            manifest = {
-                "kind": "ref-logprobs",
-                "produces": "reference log-probs",
-                "fingerprint": self.key,
-                "key": self.material,
-                # sakura cache gc keeps this cache while the model and dataset it was computed from are kept
-                "kept_with": self.kept_with,
-                "rows": {p.stem: None for p in tmp.glob("*.safetensors")},
-                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            }
-            self.store.commit(tmp, self.key, manifest)
-        except BaseException:
-            self.store.abort(tmp)
-            raise
+        # under the cache's build lock: two trainings sharing it merge their splits instead of losing one
+        with self.store.locks.building(self.key):
+            tmp = self.store.begin(self.key)
+            try:
+                old = self.store.lookup(self.key)
+                if old is not None:
+                    for path in old.path.glob("*.safetensors"):
+                        if path.stem != name:
+                            (tmp / path.name).write_bytes(path.read_bytes())
+                save_file(
+                    {
+                        "ref_chosen_logps": torch.tensor(dataset["ref_chosen_logps"], dtype=torch.float32),
+                        "ref_rejected_logps": torch.tensor(dataset["ref_rejected_logps"], dtype=torch.float32),
+                    },
+                    str(self._file(tmp, name)),
+                )
+                manifest = {
+                    "kind": "ref-logprobs",
+                    "produces": "reference log-probs",
+                    "fingerprint": self.key,
+                    "key": self.material,
+                    # sakura cache gc keeps this cache while the model and dataset it was computed from are kept
+                    "kept_with": self.kept_with,
+                    "rows": {p.stem: None for p in tmp.glob("*.safetensors")},
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                }
+                self.store.commit(tmp, self.key, manifest)
+            except BaseException:
+                self.store.abort(tmp)
+                raise
 
     def summary(self) -> dict[str, Any]:
         return {

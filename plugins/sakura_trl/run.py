@@ -80,12 +80,18 @@ def run_stage(ctx: StageContext) -> dict[str, Any]:
         "variant": ctx.variant,
         "plugin_files": [info.origin[5:] for info in ctx.plugins.infos.values() if info.origin.startswith("file ")],
     }
-    if options.launcher is not None and (options.launcher.num_processes > 1 or options.launcher.config_file):
+    if options.launcher is not None and launched(options.launcher):
         from sakura_trl.launch import run_launched
 
         return run_launched(ctx, spec)
     trainer = ctx.plugins.trainers.get(options.trainer)
     return train(spec, trainer, Report(ctx))
+
+
+def launched(launcher: Any) -> bool:
+    """Whether the stage trains under ``accelerate launch`` rather than in sakura's own process."""
+    return (launcher.num_processes > 1 or bool(launcher.config_file) or (launcher.num_machines or 1) > 1
+            or launcher.srun or launcher.machine_rank is not None)
 
 
 def content_of(artifact: InputArtifact) -> str:

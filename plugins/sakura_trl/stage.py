@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from sakura_core.errors import OptionError, PluginError
@@ -18,6 +19,12 @@ class TrainStage(StageKind):
     def references(self, options: TrainOptions) -> dict[str, str]:
         return {"model": options.model, "dataset": options.dataset}
 
+    def gpus(self, options: TrainOptions) -> int:
+        """One per process ``accelerate launch`` starts on this node (``launcher.num_processes`` over its
+        machines), else one."""
+        launcher = options.launcher
+        return 1 if launcher is None else max(1, launcher.num_processes // (launcher.num_machines or 1))
+
     def check(self, options: TrainOptions, env: CheckEnv) -> None:
         try:
             trainer = env.plugins.trainers.get(options.trainer)
@@ -31,6 +38,8 @@ class TrainStage(StageKind):
             path = env.recipe_dir / options.launcher.config_file
             if not path.is_file():
                 raise OptionError("launcher.config_file", f"file not found: {path}")
+        if options.launcher:
+            check_launcher(options.launcher)
 
     def external_inputs(self, options: TrainOptions, env: CheckEnv) -> dict[str, Any]:
         if options.launcher and options.launcher.config_file:
@@ -142,3 +151,34 @@ def _fused_lm_head() -> bool:
     except (ImportError, ValueError):
         return False
     return bool(spec and spec.origin and (Path(spec.origin).parent / "kernels" / "chunked_logprob.py").is_file())
+
+
+def check_launcher(launcher: Any) -> None:
+    """The multi-node keys must make one launch: what accelerate would only notice once every machine waits
+    on the others is a one-line error here. A config file may hold any of them, so without one the recipe
+    must say them all."""
+    machines, rank, config = launcher.num_machines, launcher.machine_rank, launcher.config_file
+    ip = launcher.main_process_ip
+    if ip is not None and not re.fullmatch(r"[A-Za-z0-9_.:%\[\]-]+", ip):
+        raise OptionError("launcher.main_process_ip", f"must be a host name or an IP address (got {ip!r})")
+    if launcher.srun and rank is not None:
+        raise OptionError("launcher.machine_rank", "set by srun (each node's $SLURM_NODEID): leave it unset with srun = true")
+    if launcher.srun and machines == 1:
+        raise OptionError("launcher.srun", "srun starts one launcher per machine: set num_machines > 1 (or leave srun unset)")
+    if launcher.srun and machines is None and not config:
+        raise OptionError("launcher.srun", "srun needs num_machines (or a config_file holding it)")
+    if rank is not None and machines is not None and rank >= machines:
+        raise OptionError("launcher.machine_rank", f"must be below num_machines ({machines}), got {rank}")
+    if rank is not None and machines is None and not config:
+        raise OptionError("launcher.machine_rank", "needs num_machines (or a config_file holding it)")
+    if machines is not None and machines > 1 and not config:
+        if not launcher.main_process_ip:
+            raise OptionError("launcher.main_process_ip", f"num_machines = {machines} needs the address of machine 0 "
+                              "(main_process_ip) or a config_file holding it")
+        if rank is None and not launcher.srun:
+            raise OptionError("launcher.machine_rank", f"num_machines = {machines} needs this machine's rank "
+                              "(machine_rank) or srun = true to start every node")
+    explicit = "num_processes" in launcher.model_fields_set or not config
+    if machines is not None and explicit and (launcher.num_processes < machines or launcher.num_processes % machines):
+        raise OptionError("launcher.num_processes", f"is the total over all machines: a multiple of num_machines "
+                          f"({machines}), got {launcher.num_processes}")

@@ -2,7 +2,8 @@
 
 ``echo`` writes its text plus its inputs' fingerprints (and ``SAKURA_TEST_SALT``, to make a rebuild differ), and a
 copy to ``mirror`` outside the store (gone: the stage is outdated); ``slow`` writes chunks with pauses so a test can
-kill the process mid-stage (it touches ``started_marker`` when it begins).
+kill the process mid-stage (it touches ``started_marker`` when it begins) and, with ``wait_for``, holds the stage
+open until that file exists (a test does something while the stage is building).
 """
 
 import hashlib
@@ -69,6 +70,7 @@ class SlowOptions(Options):
     chunks: int = 20
     pause: float = 0.05
     started_marker: str = ""
+    wait_for: str = ""  # a file: the stage goes on only once it exists (at most 120 s)
 
 
 class Slow(StageKind):
@@ -80,6 +82,9 @@ class Slow(StageKind):
     def run(self, ctx):
         if ctx.options.started_marker:
             Path(ctx.options.started_marker).write_text(str(os.getpid()))
+        deadline = time.monotonic() + 120
+        while ctx.options.wait_for and not Path(ctx.options.wait_for).exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
         digest = hashlib.sha256()
         for name, inp in sorted(ctx.inputs.items()):
             digest.update(inp.fingerprint.encode())
