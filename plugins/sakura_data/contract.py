@@ -99,6 +99,8 @@ def text(value: Any, what: str) -> str:
 
 def kind_of(value: Any) -> str:
     """What a JSON value is, in a user's words."""
+    if isinstance(value, str):
+        return "text"
     if isinstance(value, bool):
         return "a boolean"
     if isinstance(value, (int, float)):
