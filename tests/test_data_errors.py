@@ -83,6 +83,51 @@ def test_null_and_empty_fields_are_dropped_and_counted(tmp_path):
     assert result.outcome("data").metrics["rows_dropped"] == 3
 
 
+# (what a row holds, the adapter, the rows (the bad one third), the line's end). A JSON-lines column whose
+# rows disagree on the type used to be read back as JSON text, quoting every value of the column
+# ('"Paws on the Long Road Home"'), and the run exited 0.
+ORCA_ROW = {"system": "", "question": "Name a book.", "chosen": "Paws on the Long Road Home", "rejected": " A book."}
+MATH_ROW = {"instruction": "1 + 1?", "chosen_response": "Two.", "rejected_response": "Three."}
+WRONG_TYPES = [
+    ("question a list", "orca", [ORCA_ROW, ORCA_ROW, dict(ORCA_ROW, question=["a", "b"], chosen={"x": 1})],
+     "row 3: question is a list, not text"),
+    ("chosen an object", "orca", [ORCA_ROW, ORCA_ROW, dict(ORCA_ROW, chosen={"text": "x"})], "row 3: chosen is an object, not text"),
+    ("rejected a number", "orca", [ORCA_ROW, ORCA_ROW, dict(ORCA_ROW, rejected=3)], "row 3: rejected is a number (3), not text"),
+    ("system a boolean", "orca", [ORCA_ROW, ORCA_ROW, dict(ORCA_ROW, system=True)], "row 3: system is a boolean, not text"),
+    ("every chosen a number", "orca", [dict(ORCA_ROW, chosen=i) for i in range(3)], "row 1: chosen is a number (0), not text"),
+    ("math response a list", "math", [MATH_ROW, MATH_ROW, dict(MATH_ROW, chosen_response=["2"])],
+     "row 3: chosen_response is a list, not text"),
+    ("columns prompt a number", "columns", [{"prompt": "p", "chosen": "c", "rejected": "r"}] * 2
+     + [{"prompt": 7, "chosen": "c", "rejected": "r"}], "row 3: prompt is a number (7), not text or a list of messages"),
+    ("columns messages not objects", "columns", [{"prompt": "p", "chosen": "c", "rejected": "r"}] * 2
+     + [{"prompt": "p", "chosen": ["c"], "rejected": "r"}], "row 3: chosen is a list of something other than {role, content} messages"),
+]
+
+
+@pytest.mark.parametrize("what, adapter, rows, expected", WRONG_TYPES, ids=[w[0] for w in WRONG_TYPES])
+def test_a_value_of_the_wrong_type_names_the_file_and_row(tmp_path, what, adapter, rows, expected):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "x.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    message = failure(recipe(tmp_path, stage(f'[{{ adapter = "{adapter}", path = "data/x.jsonl" }}]')))
+    assert message == f"stage data: source 0 (data/x.jsonl, adapter {adapter}): {expected}"
+
+
+def test_a_mixed_column_the_adapter_accepts_keeps_each_rows_own_value(tmp_path):
+    """The columns adapter takes text or a message list: a column mixing both is read row by row, not as JSON."""
+    import datasets
+
+    rows = [{"prompt": "Name a book.", "chosen": "Paws on the Long Road Home", "rejected": "A book."},
+            {"prompt": [{"role": "user", "content": "Name a film."}], "chosen": "Heat", "rejected": "A film."}]
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "x.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = Engine(load_recipe(recipe(tmp_path, stage('[{ adapter = "columns", path = "data/x.jsonl" }]')))).run()
+    assert result.ok, result.error
+    saved = datasets.load_from_disk(str(Path(result.outcome("data").artifact) / "dataset"))["train"]
+    prompts = sorted(row["prompt"][0]["content"] for row in saved)
+    assert prompts == ["Name a book.", "Name a film."]
+    assert sorted(row["chosen"][0]["content"] for row in saved) == ["Heat", "Paws on the Long Road Home"]
+
+
 @pytest.mark.parametrize(
     "lines, expected",
     [

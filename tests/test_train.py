@@ -264,6 +264,42 @@ def test_killed_training_resumes_from_last_checkpoint(tmp_path, monkeypatch):
         assert a[key].allclose(b[key], atol=1e-5), key
 
 
+def test_a_checkpoint_left_half_written_is_dropped_and_the_run_resumes_before_it(tmp_path, monkeypatch):
+    """A kill while transformers writes checkpoint-2 (before its trainer_state.json) used to break the stage for
+    good: every re-run tried to resume from it. Now the re-run drops it, says so, and resumes from checkpoint-1."""
+    from sakura_trl.metrics import SakuraCallback
+
+    from sakura_core.progress import Reporter
+
+    body = DPO.replace("max_steps = 3", "max_steps = 3, save_steps = 1")
+    path = write_recipe(tmp_path, body)
+    real = SakuraCallback.on_step_end
+
+    def crash_at_three(self, args, state, control, **kw):
+        real(self, args, state, control, **kw)
+        if state.global_step == 3:
+            raise RuntimeError("simulated crash at step 3")
+
+    monkeypatch.setattr(SakuraCallback, "on_step_end", crash_at_three)
+    crashed = run(path)
+    assert not crashed.ok
+    checkpoints = crashed.recipe.store_dir / "work" / crashed.plan.stages["dpo"].fingerprint / "checkpoints"
+    (checkpoints / "checkpoint-2" / "trainer_state.json").unlink()  # the kill came before the last file
+
+    lines: list[str] = []
+
+    class Lines(Reporter):
+        def log(self, message: str) -> None:
+            lines.append(message)
+
+    monkeypatch.setattr(SakuraCallback, "on_step_end", real)
+    resumed = Engine(load_recipe(path), reporter=Lines()).run()
+    assert resumed.ok, resumed.error
+    m = resumed.outcome("dpo").metrics
+    assert m["resumed_from_step"] == 1 and [entry["step"] for entry in m["log"]] == [2, 3]
+    assert "dpo: dropping incomplete checkpoint-2 (no trainer_state.json): a run stopped while writing it" in lines
+
+
 def test_max_lengths_reach_the_trainer(tmp_path):
     from sakura_trl.config import build_config, resolve_args
     from sakura_trl.options import TrainOptions

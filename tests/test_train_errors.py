@@ -249,3 +249,19 @@ def test_a_good_multi_node_launcher_validates(tmp_path):
     (tmp_path / "multi.yaml").write_text("num_machines: 2\nmachine_rank: 0\nmain_process_ip: node001\n")
     load_recipe(path, ['stages.dpo.launcher={ config_file = "multi.yaml" }'])
     load_recipe(path, ['stages.dpo.launcher={ config_file = "multi.yaml", srun = true }'])
+def test_launched_workers_do_not_import_from_the_working_directory(tmp_path):
+    """``python -m`` puts the working directory first on sys.path: a ``json.py`` there (or any module named like
+    one the launcher or worker imports) would run. The launcher and its workers start with a safe path."""
+    from sakura_trl.launch import launch_command, launch_env
+    from sakura_trl.options import LauncherOptions
+
+    marker = tmp_path / "shadow-ran"
+    (tmp_path / "json.py").write_text(f"open({str(marker)!r}, 'w').close()\nraise SystemExit('shadow module ran')\n")
+    launcher = LauncherOptions(num_processes=1, config_file="accel.yaml")
+    (tmp_path / "accel.yaml").write_text("compute_environment: LOCAL_MACHINE\ndistributed_type: 'NO'\nnum_processes: 1\n")
+    spec = tmp_path / "no-such-spec.json"  # the worker gets as far as reading its spec, after its imports
+    done = subprocess.run(launch_command(spec, launcher, tmp_path), env=launch_env(launcher), cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300, check=False)
+    output = done.stdout + done.stderr
+    assert not marker.exists(), output
+    assert "no-such-spec.json" in output  # the worker did start: it failed on the missing spec, not on json.py

@@ -4,7 +4,7 @@ Third-party adapters subclass ``sakura_data.Adapter`` (see ``sakura_data.contrac
 from ``sakura_register_dataset_adapters``.
 """
 
-__all__ = ["Adapter", "Skip", "preference"]
+__all__ = ["Adapter", "Skip", "WrongType", "preference", "text"]
 
 
 def __getattr__(name: str):

@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import Field
 
 from sakura_core.options import Options
-from sakura_data.contract import Adapter, Skip, _text, preference
+from sakura_data.contract import Adapter, Skip, WrongType, kind_of, preference, text
 
 
 # -- built-ins --------------------------------------------------------------------------------------
@@ -31,8 +31,8 @@ class OrcaAdapter(Adapter):
         return ["system"] if options.system else []
 
     def run(self, row: dict[str, Any], options: OrcaOptions) -> dict[str, Any]:
-        system = row.get("system") if options.system else None
-        return preference(row["question"], row["chosen"], row["rejected"], system)
+        system = text(row.get("system"), "system") if options.system else None
+        return preference(*texts(row, "question", "chosen", "rejected"), system)
 
 
 class MathOptions(Options):
@@ -59,7 +59,7 @@ class MathAdapter(Adapter):
             margin = float(row["chosen_rating"]) - float(row["rejected_rating"])
             if margin < options.min_rating_margin:
                 raise Skip(f"rating margin below {options.min_rating_margin:g}")
-        return preference(row["instruction"], row["chosen_response"], row["rejected_response"])
+        return preference(*texts(row, "instruction", "chosen_response", "rejected_response"))
 
 
 class ToxicAdapter(Adapter):
@@ -69,7 +69,7 @@ class ToxicAdapter(Adapter):
     columns = ("prompt", "chosen", "rejected")
 
     def run(self, row: dict[str, Any], options: Any) -> dict[str, Any]:
-        return preference(row["prompt"], row["chosen"], row["rejected"])
+        return preference(*texts(row, "prompt", "chosen", "rejected"))
 
 
 class ColumnsOptions(Options):
@@ -84,10 +84,15 @@ class ColumnsOptions(Options):
     system message."""
 
 
-def _messages_or_text(value: Any, role: str) -> list[dict[str, str]]:
+def _messages_or_text(value: Any, role: str, column: str) -> list[dict[str, str]]:
     if isinstance(value, list):  # already a message list (trl's conversational format)
-        return [{"role": str(m.get("role", role)), "content": _text(m.get("content"))} for m in value]
-    return [{"role": role, "content": _text(value)}]
+        if not all(isinstance(m, dict) for m in value):
+            raise WrongType(f"{column} is a list of something other than {{role, content}} messages")
+        return [{"role": text(m.get("role", role), f"{column}[{i}].role") or role,
+                 "content": text(m.get("content"), f"{column}[{i}].content")} for i, m in enumerate(value)]
+    if not isinstance(value, str):
+        raise WrongType(f"{column} is {kind_of(value)}, not text or a list of messages")
+    return [{"role": role, "content": text(value, column)}]
 
 
 class ColumnsAdapter(Adapter):
@@ -106,13 +111,14 @@ class ColumnsAdapter(Adapter):
         return [options.system] if options.system else []
 
     def run(self, row: dict[str, Any], options: ColumnsOptions) -> dict[str, Any]:
-        prompt = _messages_or_text(row[options.prompt], "user")
-        if options.system and _text(row.get(options.system)):
-            prompt = [{"role": "system", "content": _text(row[options.system])}] + prompt
+        prompt = _messages_or_text(row[options.prompt], "user", options.prompt)
+        system = text(row.get(options.system), options.system) if options.system else ""
+        if system:
+            prompt = [{"role": "system", "content": system}] + prompt
         return {
             "prompt": prompt,
-            "chosen": _messages_or_text(row[options.chosen], "assistant"),
-            "rejected": _messages_or_text(row[options.rejected], "assistant"),
+            "chosen": _messages_or_text(row[options.chosen], "assistant", options.chosen),
+            "rejected": _messages_or_text(row[options.rejected], "assistant", options.rejected),
         }
 
 
@@ -149,8 +155,11 @@ class MessagesAdapter(Adapter):
     def run(self, row: dict[str, Any], options: MessagesOptions) -> dict[str, Any]:
         column = options.column or ("messages" if "messages" in row else "conversations")
         messages = []
-        if options.system and _text(row.get(options.system)):
-            messages.append({"role": "system", "content": _text(row[options.system])})
+        system = text(row.get(options.system), options.system) if options.system else ""
+        if system:
+            messages.append({"role": "system", "content": system})
+        if not isinstance(row[column], list):
+            raise WrongType(f"{column} is {kind_of(row[column])}, not a list of messages")
         for turn in row[column]:
             if not isinstance(turn, dict):
                 raise Skip("malformed message")
@@ -159,10 +168,15 @@ class MessagesAdapter(Adapter):
             mapped = ROLE_NAMES.get(str(role).lower()) if role is not None else None
             if mapped is None:
                 raise Skip(f"unknown role {role!r}")
-            messages.append({"role": mapped, "content": _text(content)})
+            messages.append({"role": mapped, "content": text(content, f"{column} message content")})
         if not any(m["role"] == "assistant" for m in messages):
             raise Skip("no assistant message")
         return {"messages": messages}
+
+
+def texts(row: dict[str, Any], *columns: str) -> list[str]:
+    """The row's text in ``columns``, each checked to be a string (``WrongType`` naming the column)."""
+    return [text(row[c], c) for c in columns]
 
 
 BUILTIN_ADAPTERS: dict[str, Adapter] = {

@@ -90,14 +90,13 @@ def build_dataset(ctx: StageContext) -> dict[str, Any]:
     opened = [open_source(s, i, ctx.recipe_dir, cache_dir, commit) for i, (s, commit) in enumerate(zip(options.sources, commits))]
     columns = [check_columns(o, s, i, a) for i, (s, a, o) in enumerate(zip(options.sources, adapters, opened))]
     sizes = [o.rows for o in opened]
-    files = [o.files for o in opened]
     # the hash partitions are sized by source rows; find_duplicates splits one an expanding adapter overfilled
     partitions = partitions_for(sum(sizes)) if options.dedup else 0
 
     # 2. map + count tokens, per source, in workers that also write the prompt hashes for dedup
     mapped: list[MapResult] = []
     for i, (source, adapter) in enumerate(zip(options.sources, adapters)):
-        job = map_job(ctx, options, source, i, adapter, fmt, tokenizer, files[i], sizes[i], columns[i], partitions)
+        job = map_job(ctx, options, source, i, adapter, fmt, tokenizer, opened[i], columns[i], partitions)
         num_proc = options.num_proc or (min(2, os.cpu_count() or 1) if sizes[i] >= PARALLEL_MIN_ROWS else 1)
         with ctx.progress(f"source {i} {source.path}", total=sizes[i], unit="rows") as task:
             result = map_source_rows(job, num_proc, task.advance)
@@ -248,9 +247,14 @@ def write_mixed(
 
 def map_job(
     ctx: StageContext, options: DatasetOptions, source: SourceOptions, i: int, adapter: Adapter, fmt: str,
-    tokenizer: Any, files: list[str], rows: int, columns: tuple[Any, list[str], list[str]], partitions: int,
+    tokenizer: Any, opened: OpenedSource, columns: tuple[Any, list[str], list[str]], partitions: int,
 ) -> MapJob:
+    import datasets
+
     adapter_options, required, present = columns
+    json_features = opened.json_features and datasets.Features(
+        {c: f for c, f in opened.json_features.items() if c in present}
+    )
     process = functools.partial(
         process_batch,
         adapter=adapter,
@@ -263,8 +267,9 @@ def map_job(
         max_prompt_length=options.max_prompt_length,
     )
     return MapJob(
-        files=files, columns=present, group_by=tuple(adapter.group_by), rows=rows, batch_size=options.batch_size,
-        process=process, features=features_for(fmt), partitions=partitions, out_dir=ctx.work_dir,
+        files=opened.files, columns=present, group_by=tuple(adapter.group_by), rows=opened.rows,
+        batch_size=options.batch_size, process=process, features=features_for(fmt), json_features=json_features or None,
+        partitions=partitions, out_dir=ctx.work_dir,
         name=f"source{i}", label=describe(source, i), log_path=ctx.store.log_path, log_name=f"{ctx.name}-source{i}",
     )
 

@@ -9,7 +9,8 @@ An adapter maps a source's rows to sakura's canonical rows, the format trl consu
 ``run(row, options)`` gets one source row (a dict of the columns it asked for) and returns a canonical row,
 or any iterable of them (a list, a generator): zero rows drop the source row, several expand it (all the
 pairs of one prompt's rated answers). ``raise Skip("reason")`` drops the row with a reason counted in the
-dataset's ``stats.json``. With ``group_by``, consecutive rows that agree on those columns reach ``run`` together,
+dataset's ``stats.json``. A value of the wrong type (``text(value, column)`` and ``preference`` check) raises
+``WrongType``: the stage stops with one line naming the source and the row. With ``group_by``, consecutive rows that agree on those columns reach ``run`` together,
 as a list (HelpSteer2's two rated responses per prompt, say). Any other exception stops the stage with one
 line naming the source and the row, and the traceback in a log file.
 
@@ -41,6 +42,12 @@ Result = Union[Row, Iterable[Row], None]
 
 class Skip(Exception):
     """Raised by ``Adapter.run`` to drop a row (or a group); the message is the reason counted in stats.json."""
+
+
+class WrongType(Exception):
+    """A row holds a value of the wrong type (a list, an object or a number where text is expected): the stage
+    stops with one line naming the source and the row. Writing ``str(value)`` instead would put ``['a', 'b']``
+    in the dataset without a word; the file is not the layout the adapter reads, or the row is broken."""
 
 
 class Adapter(Implementation):
@@ -81,19 +88,40 @@ class Adapter(Implementation):
         raise NotImplementedError
 
 
-def _text(value: Any) -> str:
-    return value.strip() if isinstance(value, str) else ("" if value is None else str(value).strip())
+def text(value: Any, what: str) -> str:
+    """``value`` stripped ("" for null); anything but a string raises ``WrongType`` naming ``what``."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value.strip()
+    raise WrongType(f"{what} is {kind_of(value)}, not text")
+
+
+def kind_of(value: Any) -> str:
+    """What a JSON value is, in a user's words."""
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return f"a number ({value!r})"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    return f"a {type(value).__name__}"
 
 
 def preference(user: Any, chosen: Any, rejected: Any, system: Any = None) -> Row:
-    """A canonical preference row from plain strings (an empty ``system`` is left out)."""
+    """A canonical preference row from plain strings (an empty ``system`` is left out); a value that is not a
+    string (or null) raises ``WrongType``."""
     prompt = []
-    system_text = _text(system)
+    system_text = text(system, "system")
     if system_text:
         prompt.append({"role": "system", "content": system_text})
-    prompt.append({"role": "user", "content": _text(user)})
+    prompt.append({"role": "user", "content": text(user, "prompt")})
     return {
         "prompt": prompt,
-        "chosen": [{"role": "assistant", "content": _text(chosen)}],
-        "rejected": [{"role": "assistant", "content": _text(rejected)}],
+        "chosen": [{"role": "assistant", "content": text(chosen, "chosen")}],
+        "rejected": [{"role": "assistant", "content": text(rejected, "rejected")}],
     }

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sakura_data.adapters import Adapter, Skip
-from sakura_data.contract import Result, Row
+from sakura_data.contract import Result, Row, WrongType
 
 HELPER_COLUMNS = ("_drop", "_key", "_prompt_len", "_len")
 NO_ROWS = "adapter made no rows"
@@ -29,6 +29,15 @@ class AdapterFailed(Exception):
 
     def __init__(self, row: int):
         super().__init__(row)
+        self.row = row
+
+
+class RowRejected(Exception):
+    """A source row holds a value of the wrong type (the adapter raised ``WrongType``): ``row`` is its 0-based
+    position in the source (a group's first row), the message says which value."""
+
+    def __init__(self, row: int, message: str):
+        super().__init__(message)
         self.row = row
 
 
@@ -144,6 +153,8 @@ def map_unit(
         for _ in complete:  # one placeholder per source row: "dropped" counts source rows for the adapter's reasons
             mapped.drop(str(skip) or "skipped by adapter")
         return
+    except WrongType as wrong:
+        raise RowRejected(row, str(wrong)) from None
     except Exception as exc:
         raise AdapterFailed(row) from exc
     if not made:

@@ -28,18 +28,43 @@ class OpenedSource:
     files: list[str]  # Arrow stream files holding the rows, in order
     rows: int
     column_names: list[str]
+    json_features: Any  # datasets.Features of the columns stored as JSON text (see json_columns), or None
 
 
 def open_source(source: SourceOptions, i: int, recipe_dir: Path, cache_dir: Path, commit: str | None = None) -> OpenedSource:
     data = load_source(source, i, recipe_dir, cache_dir, commit)
     files = arrow_files(data, cache_dir / f"source{i}-flat.arrow")
-    opened = OpenedSource(files=files, rows=len(data), column_names=list(data.column_names))
+    opened = OpenedSource(
+        files=files, rows=len(data), column_names=list(data.column_names), json_features=json_columns(data.features),
+    )
     # Close the dataset's memory maps: the pages of its output file that load_dataset left resident
     # (63 MiB of a 1M-row orca file) leave this process before the map workers are forked from it.
     del data
     gc.collect()
     release_freed_memory()  # and what load_dataset freed: the map workers fork from this process
     return opened
+
+
+def json_columns(features: Any) -> Any:
+    """The columns ``datasets`` stores as JSON-encoded text, as ``datasets.Features`` that decode them, or None.
+
+    A JSON-lines column whose rows disagree on the type (a string in most rows, a list in one) gets the
+    ``Json`` feature: every value, the strings too, is kept as its JSON text. Read from the Arrow files as
+    they are, ``Name a book`` would reach the adapter as ``"Name a book"`` (quotes included) and the odd row
+    would pass as text; decoded, each row holds its own value and the adapter judges its type. (``datasets``
+    stores a string that is itself valid JSON, ``"2"``, unquoted: in such a column it decodes as the number.)"""
+    import datasets
+
+    def holds_json(feature: Any) -> bool:
+        if isinstance(feature, datasets.Json):
+            return True
+        if isinstance(feature, dict):
+            return any(holds_json(f) for f in feature.values())
+        inner = getattr(feature, "feature", None)  # List, LargeList
+        return inner is not None and holds_json(inner)
+
+    found = {name: feature for name, feature in features.items() if holds_json(feature)}
+    return datasets.Features(found) if found else None
 
 
 def describe(source: SourceOptions, i: int) -> str:

@@ -31,7 +31,7 @@ from typing import Any
 
 from sakura_core.errors import StageError
 
-from sakura_data.rows import AdapterFailed, Mapped, group_keys
+from sakura_data.rows import AdapterFailed, Mapped, RowRejected, group_keys
 
 GROUP_SCAN_ROWS = 1024  # rows of the group columns read at a time when looking for a group's start
 
@@ -53,6 +53,7 @@ class MapJob:
     label: str  # the source as error messages name it
     log_path: Callable[[str], Path]  # a new log file's path for a name (``Store.log_path``)
     log_name: str  # the name of the logs that hold an adapter's traceback, e.g. "data-source0"
+    json_features: Any = None  # datasets.Features decoding the read columns stored as JSON text, or None
 
     def part_path(self, worker: int) -> Path:
         return self.out_dir / f"{self.name}-part{worker}.arrow"
@@ -111,6 +112,8 @@ def map_range(job: MapJob, worker: int, start: int, stop: int, advance: Callable
         return _map_range(job, worker, start, stop, advance)
     except StageError:
         raise
+    except RowRejected as exc:  # the data's mistake, not a bug: no traceback to keep
+        raise StageError(f"{job.label}: row {exc.row + 1}: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - an adapter's bug (or sakura's): one line naming the source
         raise StageError(failure_line(job, worker, exc)) from exc
 
@@ -141,7 +144,7 @@ def _map_range(job: MapJob, worker: int, start: int, stop: int, advance: Callabl
     try:
         source_row = start
         for batch in whole_groups(read_rows(job.files, job.columns, start, stop, job.batch_size), job.group_by):
-            mapped = job.process(batch.to_pydict(), first_row=source_row)
+            mapped = job.process(decoded(batch.to_pydict(), job.json_features), first_row=source_row)
             out = mapped.columns
             writer.write_batch(out)
             keep = np.array(out["_drop"], dtype=object) == ""
@@ -165,6 +168,13 @@ def _map_range(job: MapJob, worker: int, start: int, stop: int, advance: Callabl
         for f in key_files:
             f.close()
     return {"reasons": dict(reasons), "kept": kept, "made": made, "rows": row}
+
+
+def decoded(batch: dict[str, list[Any]], json_features: Any) -> dict[str, list[Any]]:
+    """The batch with its JSON-text columns decoded (``sources.json_columns`` says why)."""
+    if json_features is not None:
+        batch.update(json_features.decode_batch({c: batch[c] for c in json_features}))
+    return batch
 
 
 def whole_groups(tables: Iterator[Any], group_by: tuple[str, ...]) -> Iterator[Any]:

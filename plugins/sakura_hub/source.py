@@ -17,6 +17,7 @@ from sakura_core.options import Options
 from sakura_core.stage import ModelSource, SourceEnv
 from sakura_hub.ids import SHA_RE, repo_id_problem
 from sakura_models import shapes
+from sakura_models.weights import chosen_name
 
 SAFE_PATTERNS = [
     "*.safetensors", "*.safetensors.index.json", "config.json", "generation_config.json",
@@ -150,8 +151,9 @@ def _resolve_revision(repo_id: str, revision: str, allow_pickle: bool) -> tuple[
     except Exception as exc:  # noqa: BLE001 - connection errors: use the cache if there is one
         return _cached_sha(repo_id, revision, why=f"the Hub at {constants.ENDPOINT} is unreachable ({_short(exc)})"), {}
     files = [s.rfilename for s in info.siblings or []]
-    if files and not any(f.endswith(".safetensors") for f in files):
-        pickled = [f for f in files if f.endswith((".bin", ".pt", ".pth"))]
+    picked = chosen_name(files)  # what transformers would load: a stray *.safetensors beside a pickle is not it
+    if files and (picked is None or picked[1]):
+        pickled = [picked[0]] if picked else [f for f in files if f.endswith((".bin", ".pt", ".pth"))]
         if pickled and not allow_pickle:
             raise StageError(
                 f"model {label} has only pickled weights ({pickled[0]}); they can run code when loaded. "

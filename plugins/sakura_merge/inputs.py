@@ -120,15 +120,14 @@ def read_header(path: Path) -> dict[str, TensorInfo]:
 
 
 def weight_files(path: Path) -> tuple[list[Path], list[Path]]:
-    """(safetensors files, pickled .bin files) of a model directory."""
-    index = path / "model.safetensors.index.json"
-    if index.is_file():
-        weight_map = json.loads(index.read_text()).get("weight_map", {})
-        files = sorted({path / f for f in weight_map.values()})
-    else:
-        files = sorted(path.glob("*.safetensors"))
-    bins = sorted(path.glob("pytorch_model*.bin")) + sorted(path.glob("model*.bin"))
-    return files, bins
+    """(safetensors files, pickled .bin files) of a model directory: the files transformers would load
+    (``sakura_models.weights``), so a stray ``*.safetensors`` beside a pickle is neither merged nor taken for
+    the model's weights."""
+    from sakura_models.weights import weights_to_load
+
+    weights = weights_to_load(path)
+    files = [] if weights is None else [path / name for name in weights.files]
+    return ([], files) if weights is not None and weights.pickled else (files, [])
 
 
 def has_only_bin(path: Path) -> bool:

@@ -68,18 +68,25 @@ class LocalSource(ModelSource):
 
 
 def check_model_dir(path: Path, allow_pickle: bool = False) -> None:
-    """A model directory must exist, have a config.json and weights we are willing to load."""
+    """A model directory must exist, have a config.json and weights we are willing to load: the pickle check
+    judges the files transformers will load (``weights.weights_to_load``), not any file that looks safe."""
+    from sakura_models.weights import weights_to_load
+
     if not path.is_dir():
         raise StageError(f"model directory {path} does not exist")
     if not (path / "config.json").is_file():
         raise StageError(f"{path} has no config.json: not a transformers model directory")
-    if any(path.glob("*.safetensors")):
-        return
-    pickled = sorted(p.name for p in path.glob("*") if p.suffix in (".bin", ".pt", ".pth"))
-    if pickled and not allow_pickle:
+    weights = weights_to_load(path)
+    if weights is None:
+        raise StageError(f"{path} has no weights transformers loads (model.safetensors, or an index and its shards)")
+    if weights.pickled and not allow_pickle:
+        stray = sorted(p.name for p in path.glob("*.safetensors"))
+        what = (f"would load pickled weights ({weights.chosen}), not {stray[0]} (neither model.safetensors nor in an "
+                "index: transformers ignores it)" if stray else f"has only pickled weights ({weights.chosen})")
         raise StageError(
-            f"{path} has only pickled weights ({pickled[0]}); they can run code when loaded. "
+            f"{path} {what}; they can run code when loaded. "
             "Convert them to safetensors, or set allow_pickle = true for this model"
         )
-    if not pickled:
-        raise StageError(f"{path} has no weights (*.safetensors)")
+    missing = [name for name in weights.files if not (path / name).is_file()]
+    if missing:
+        raise StageError(f"{path}: {missing[0]} is listed in {weights.chosen} but missing")

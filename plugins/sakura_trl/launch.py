@@ -24,6 +24,7 @@ from typing import Any
 
 from sakura_core.errors import StageError
 from sakura_core.stage import StageContext
+from sakura_core.subprocess_env import safe_cwd, safe_python_env
 
 EVENT = "SAKURA_EVENT "
 
@@ -70,6 +71,14 @@ def other_machines(cmd: list[str]) -> str:
     return shlex.join(cmd[:at + 1]) + " K " + shlex.join(cmd[at + 2:])
 
 
+def launch_env(launcher: Any) -> dict[str, str]:
+    """The environment of ``accelerate launch`` and its workers: nothing is imported from the working directory."""
+    env = safe_python_env()
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // launcher.num_processes)))
+    env["TOKENIZERS_PARALLELISM"] = "false"
+    return env
+
+
 def run_launched(ctx: StageContext, spec: dict[str, Any]) -> dict[str, Any]:
     launcher = ctx.options.launcher
     work = Path(spec["work_dir"])
@@ -78,9 +87,7 @@ def run_launched(ctx: StageContext, spec: dict[str, Any]) -> dict[str, Any]:
     result_path.unlink(missing_ok=True)
     spec = {**spec, "result_path": str(result_path)}
     spec_path.write_text(json.dumps(spec, indent=2))
-    env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // launcher.num_processes)))
-    env["TOKENIZERS_PARALLELISM"] = "false"
+    env = launch_env(launcher)
     cmd = launch_command(spec_path, launcher, ctx.recipe_dir)
     if launcher.machine_rank:
         raise StageError(f"launcher.machine_rank = {launcher.machine_rank}: the sakura run that writes the artifact is "
@@ -93,7 +100,8 @@ def run_launched(ctx: StageContext, spec: dict[str, Any]) -> dict[str, Any]:
     tail: deque[str] = deque(maxlen=400)
     task = None
     log = work / "launch.log"
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as proc, \
+    cwd = safe_cwd(str(work))
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=cwd) as proc, \
             open(log, "w") as log_file:
         assert proc.stdout is not None
         for line in proc.stdout:

@@ -15,6 +15,7 @@ from typing import Any
 
 from sakura_core.errors import StageError
 from sakura_core.stage import InputArtifact, StageContext
+from sakura_trl.checkpoints import resume_point
 from sakura_trl.config import (
     build_config, caches_reference, check_max_lengths, recipe_args, resolve_args, trainer_config,
 )
@@ -137,16 +138,17 @@ def train(spec: dict[str, Any], trainer_def: Any, report: Report) -> dict[str, A
     )
     if trainer_def.preference:
         kwargs["ref_model"] = None
-    last = last_checkpoint(args.output_dir)
+    last = resume_point(Path(args.output_dir), report.log)
     if last:
         report.log(f"resuming from {Path(last).name}")
-    callback.resumed_from = last
+    callback.resumed_from = str(last) if last else None
 
     def prepare(built: Any) -> None:
         quiet(built)
         check_max_lengths(built, options)
 
-    job = TrainJob(trainer_class=trainer_class(trainer_def, cache, report), kwargs=kwargs, resume_from=last, prepare=prepare)
+    job = TrainJob(trainer_class=trainer_class(trainer_def, cache, report), kwargs=kwargs,
+                   resume_from=str(last) if last else None, prepare=prepare)
     with stop:
         try:
             with oom_guard(options, values), reference_hash(cache):
@@ -189,11 +191,3 @@ def input_dtype(model_path: Path) -> str | None:
         return None
     dtype = config.get("dtype") or config.get("torch_dtype")
     return dtype if isinstance(dtype, str) else None
-
-
-def last_checkpoint(output_dir: str) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    if not os.path.isdir(output_dir):
-        return None
-    return get_last_checkpoint(output_dir)

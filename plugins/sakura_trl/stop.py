@@ -66,7 +66,6 @@ class StopOnSigterm:
         return f"stopped by SIGTERM after step {self.step} of {self.max_steps}: {where}; run again to resume from it"
 
     def last_checkpoint(self) -> Path | None:
-        from transformers.trainer_utils import get_last_checkpoint
+        from sakura_trl.checkpoints import newest_complete
 
-        found = get_last_checkpoint(str(self.checkpoints)) if self.checkpoints.is_dir() else None
-        return Path(found) if found else None
+        return newest_complete(self.checkpoints)
