@@ -9,7 +9,8 @@ Auth: ``tokens`` maps a token to ``(user, role)`` with role ``"write"`` or ``"re
 answered 401 ("Invalid credentials in Authorization header"), a read token on a write 403.
 Faults for tests: ``faults["drop_commit"] = N`` closes the connection without an answer on the next N
 commit requests (after reading the whole body), ``faults["drop_put"]`` likewise for LFS uploads,
-``faults["status_commit"] = (N, code)`` answers N commits with that status.
+``faults["status_commit"] = (N, code)`` answers N commits with that status, ``faults["hang_commit"] = N``
+reads the next N commit requests and never answers them (until the server stops).
 
 Run standalone: ``python tests/hub_server.py --port 8999`` (token ``hf_test_write``).
 """
@@ -89,6 +90,7 @@ class HubState:
         self.seen_tokens: list[str] = []
         self.lock = threading.RLock()
         self.counter = 0
+        self.stopping = threading.Event()  # set when the server stops: a hung request ends then
 
     def new_oid(self, *parts: str) -> str:
         self.counter += 1
@@ -353,6 +355,9 @@ class HubHandler(BaseHTTPRequestHandler):
     def _commit(self, repo: Repo, rev: str, body: bytes, create_pr: bool) -> None:
         if self.state.take_fault("drop_commit"):
             raise DropConnection
+        if self.state.take_fault("hang_commit"):
+            self.state.stopping.wait()  # a server that took the request and never answers
+            raise DropConnection
         fault = self.state.faults.get("status_commit")
         if isinstance(fault, tuple) and fault[0] > 0:
             self.state.faults["status_commit"] = (fault[0] - 1, fault[1])
@@ -535,6 +540,7 @@ class HubServer(ThreadingHTTPServer):
         return self
 
     def stop(self) -> None:
+        self.state.stopping.set()
         self.shutdown()
         self.server_close()
 

@@ -274,6 +274,22 @@ def test_a_publish_stage_republishes_what_the_hub_no_longer_holds(hub, tmp_path,
     assert json.loads(offline.stdout)["stages"][0]["status"] == "cached"
 
 
+def test_a_hub_that_never_answers_times_out_is_retried_and_ends_in_one_line(hub, tmp_path, store):
+    """The server reads the commit request and never answers: the call times out (SAKURA_HUB_TIMEOUT), is retried
+    like a lost connection, then the run ends in one line instead of waiting forever."""
+    recipe = write_recipe(tmp_path, extra='repo_id = "tester/silent"\nretries = 2\nretry_wait = 0.05')
+    hub.state.faults["hang_commit"] = 2
+    done, result = run_json(hub, recipe, store, quiet=False, SAKURA_HUB_TIMEOUT="2")
+    message = one_line_error(done)
+    assert "could not publish to" in message and "tester/silent after 2 attempts" in message and "Timeout" in message, message
+    assert "retrying" in done.stderr and result["stages"][-1]["artifact"] is None
+    assert done.seconds < 120  # type: ignore[attr-defined]
+    assert hub.state.commits_on("model", "tester/silent") == 1  # the repo's creation; nothing published
+
+    done, result = run_json(hub, recipe, store, SAKURA_HUB_TIMEOUT="bad")
+    assert one_line_error(done) == "stage publish: SAKURA_HUB_TIMEOUT='bad': must be a number of seconds above 0"
+
+
 def test_connection_lost_is_retried_then_fails_cleanly_and_a_rerun_completes(hub, tmp_path, store):
     recipe = write_recipe(tmp_path)
     hub.state.faults["drop_commit"] = 1

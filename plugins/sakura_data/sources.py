@@ -82,6 +82,9 @@ def load_source(source: SourceOptions, i: int, recipe_dir: Path, cache_dir: Path
         raise StageError(f"{label}: no such file or directory: {path}")
     files = {"data_dir": source.data_dir, "data_files": source.data_files}  # None: datasets' defaults
     if where == "hub":
+        from sakura_hub.timeouts import ensure as ensure_timeouts
+
+        ensure_timeouts()
         try:
             data = datasets.load_dataset(
                 source.path, name=source.subset, split=source.split, revision=commit or source.revision, **files

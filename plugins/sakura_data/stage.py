@@ -127,7 +127,9 @@ def resolve_hub_revision(source: SourceOptions) -> str | None:
     from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
     from sakura_hub.cache import cached_commit
+    from sakura_hub.timeouts import ensure as ensure_timeouts
 
+    ensure_timeouts()  # the load that follows in the stage reuses this process's Hub client
     revision = source.revision or "main"
     if constants.HF_HUB_OFFLINE:
         return cached_commit("dataset", source.path, revision, why="HF_HUB_OFFLINE is set")

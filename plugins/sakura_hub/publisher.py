@@ -21,6 +21,7 @@ from sakura_core.errors import OptionError, StageError
 from sakura_core.options import Options
 from sakura_core.stage import CheckEnv
 from sakura_hub.ids import repo_id_problem
+from sakura_hub.timeouts import ensure as ensure_timeouts
 from sakura_publish.publisher import Bundle, Publisher, PublishEnv
 
 # Weight files sakura owns in a repo it publishes to: stale ones (another shard count) are deleted.
@@ -72,6 +73,7 @@ class HubPublisher(Publisher):
         from huggingface_hub import constants
 
         self.check(options)
+        ensure_timeouts()
         token = self._token(options)
         options = options.model_copy(update={"repo_id": self._full_repo_id(options, token)})
         endpoint = constants.ENDPOINT

@@ -30,9 +30,11 @@ def push(artifact: Path, repo_id: str, private, revision, create_pr: bool, licen
     from sakura_core.errors import OptionError, StageError
     from sakura_core.options import validate_options
     from sakura_hub.publisher import HubOptions, HubPublisher
+    from sakura_hub.timeouts import ensure as ensure_timeouts
     from sakura_publish.publisher import PublishEnv
     from sakura_publish.stage import artifact_lineage, build_bundle, check_model_artifact, remember
 
+    ensure_timeouts()
     raw = {"repo_id": repo_id, "private": private, "revision": revision, "create_pr": create_pr}
     try:
         options = validate_options(HubOptions, {k: v for k, v in raw.items() if v is not None})

@@ -16,6 +16,7 @@ from sakura_core.hashing import hash_json
 from sakura_core.options import Options
 from sakura_core.stage import ModelSource, SourceEnv
 from sakura_hub.ids import SHA_RE, repo_id_problem
+from sakura_hub.timeouts import ensure as ensure_timeouts
 from sakura_models import shapes
 from sakura_models.weights import chosen_name
 
@@ -119,6 +120,8 @@ _RESOLVED: dict[tuple[str, str, bool, str], tuple[str, dict[str, Any]]] = {}
 def resolve_revision(repo_id: str, revision: str, allow_pickle: bool) -> tuple[str, dict[str, Any]]:
     """(commit sha, extra lineage such as the license) of ``repo_id`` at ``revision``, once per process."""
     from huggingface_hub import constants
+
+    ensure_timeouts()  # every Hub call of this source comes after this one
 
     key = (repo_id, revision, allow_pickle, constants.ENDPOINT)
     if key not in _RESOLVED:
