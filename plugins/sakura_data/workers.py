@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import collections
 import multiprocessing
+import os
 import queue as queue_module
 import traceback
 from collections.abc import Callable, Iterator
@@ -282,7 +283,7 @@ def _run_workers(job: MapJob, bounds: list[int], advance: Callable[[int], None])
     context = multiprocessing.get_context("fork")
     messages = context.Queue()
     processes = [
-        context.Process(target=_worker, args=(job, w, bounds[w], bounds[w + 1], messages), daemon=True)
+        context.Process(target=_worker, args=(job, w, bounds[w], bounds[w + 1], messages, os.getpid()), daemon=True)
         for w in range(len(bounds) - 1)
     ]
     for process in processes:
@@ -315,7 +316,10 @@ def _run_workers(job: MapJob, bounds: list[int], advance: Callable[[int], None])
     return [summaries[w] for w in range(len(processes))]
 
 
-def _worker(job: MapJob, worker: int, start: int, stop: int, messages: Any) -> None:
+def _worker(job: MapJob, worker: int, start: int, stop: int, messages: Any, parent: int) -> None:
+    from sakura_core.orphans import die_with_parent
+
+    die_with_parent(parent)  # a SIGKILLed run takes its workers with it
     try:
         summary = map_range(job, worker, start, stop, lambda n: messages.put(("rows", worker, n)))
     except StageError as exc:  # already one line (the traceback, if any, in a log): the parent raises it

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from sakura_core.errors import StageError
+from sakura_core.orphans import die_with_parent
 from sakura_core.stage import StageContext
 from sakura_core.subprocess_env import safe_cwd, safe_python_env
 
@@ -101,7 +102,9 @@ def run_launched(ctx: StageContext, spec: dict[str, Any]) -> dict[str, Any]:
     task = None
     log = work / "launch.log"
     cwd = safe_cwd(str(work))
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=cwd) as proc, \
+    parent = os.getpid()
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=cwd,
+                          preexec_fn=lambda: die_with_parent(parent)) as proc, \
             open(log, "w") as log_file:
         assert proc.stdout is not None
         for line in proc.stdout:

@@ -13,7 +13,10 @@ from sakura_core.errors import SakuraError
 def main(spec_path: str) -> int:
     from accelerate import PartialState
 
+    from sakura_core.orphans import die_with_parent
     from sakura_core.plugins import Plugins
+
+    die_with_parent()  # the launcher that started this process dies: so does it (its launcher dies with sakura)
     from sakura_trl.run import train
 
     spec = json.loads(Path(spec_path).read_text())
