@@ -255,7 +255,7 @@ class Engine:
             if not isinstance(exc, (Exception, SystemExit)):  # KeyboardInterrupt: stop now, nothing half-written
                 self.reporter.stage_finished(self.label(name), "failed", seconds, "interrupted")
                 raise
-            message, exit_code = self._describe_failure(name, exc)
+            message, exit_code = self._describe_failure(plan, name, exc)
             self.reporter.stage_finished(self.label(name), "failed", seconds)
             return StageOutcome(
                 name, info.kind, info.plugin, "failed", node.fingerprint, None, seconds, error=message, exit_code=exit_code
@@ -263,11 +263,17 @@ class Engine:
         self.reporter.stage_finished(self.label(name), "ran", seconds, _short_metrics(metrics))
         return StageOutcome(name, info.kind, info.plugin, "ran", node.fingerprint, artifact.path, seconds, metrics)
 
-    def _describe_failure(self, name: str, exc: BaseException) -> tuple[str, int]:
-        """One line: a user's mistake as the plugin worded it; anything else (a bug in sakura or a plugin, a
-        plugin calling sys.exit) with the plugin whose code raised it and the log holding the traceback."""
+    def _describe_failure(self, plan: Plan, name: str, exc: BaseException) -> tuple[str, int]:
+        """One line: a user's mistake as the plugin worded it; a full disk with what the stage needs (no log:
+        there is no room for one); anything else (a bug in sakura or a plugin, a plugin calling sys.exit)
+        with the plugin whose code raised it and the log holding the traceback."""
+        from sakura_core import diskfull
+
         if isinstance(exc, SakuraError):
             return f"stage {name}: {exc}", exc.exit_code
+        full = diskfull.no_space(exc)
+        if full is not None:
+            return diskfull.describe(name, full, self.store.root, self._disk_estimate(plan, name)), 1
         log = self.store.log_path(name)
         log.write_text("".join(traceback.format_exception(exc)))
         who = self.recipe.plugins.blame(exc)
@@ -275,6 +281,13 @@ class Engine:
         if isinstance(exc, SystemExit):
             return f"stage {name} failed{where}: it called sys.exit({exc.code!r}) (traceback in {log})", 1
         return f"stage {name} failed{where}: {type(exc).__name__}: {exc} (traceback in {log})", 1
+
+    def _disk_estimate(self, plan: Plan, name: str) -> int | None:
+        """What the plan estimates the stage writes (None: no estimate; estimating never fails)."""
+        from sakura_core import estimate as est
+
+        found = est.estimate_plan(plan, self.env).stages.get(name)
+        return found.disk_bytes if found is not None else None
 
     def _input(self, plan: Plan, ref: str) -> InputArtifact:
         if ref in plan.stages:

@@ -179,11 +179,16 @@ class Store:
                 continue  # a record another process is replacing right now: it reappears whole
         return sorted(found, key=lambda r: -float(r.get("recorded") or 0))
 
-    def record_run(self, recipe_name: str, summary: dict[str, Any]) -> Path:
+    def record_run(self, recipe_name: str, summary: dict[str, Any]) -> Path | None:
+        """Keep the run's summary under ``runs/``; None when it cannot be written (a full disk): the record is
+        a convenience, and failing here would hide the run's own outcome."""
         runs = self.root / "runs"
-        runs.mkdir(parents=True, exist_ok=True)
         path = runs / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{recipe_name}.json"
-        _write_json_atomic(path, summary)
+        try:
+            runs.mkdir(parents=True, exist_ok=True)
+            _write_json_atomic(path, summary)
+        except OSError:
+            return None
         return path
 
     def log_path(self, name: str) -> Path:
@@ -212,12 +217,16 @@ def _owned_by_live_process(entry: str) -> bool:
 def _write_json_atomic(path: Path, data: Any) -> None:
     # a name of this writer's own: two processes replacing the same file never write into one temporary file
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{next(_counter)}.part")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2, sort_keys=True, default=str)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, sort_keys=True, default=str)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk or a kill: no .part file left behind
+        raise
 
 
 def _fsync_dir(path: Path) -> None:
