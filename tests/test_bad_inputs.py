@@ -18,6 +18,27 @@ ORCA = {"system": "", "question": "Name a book.", "chosen": "Paws on the Long Ro
 STAGE = '[stages.p]\nkind = "publish"\npublisher = "local"\nmodel = "m"\npath = "out"\n'
 
 
+def safetensors(config: dict, layers: int, embed: tuple[int, int]) -> tuple[str, bytes]:
+    """A config.json and a safetensors file holding ``layers`` layers and an embedding of shape ``embed`` (a
+    header and zeros: what the checks read)."""
+    import struct
+
+    names = {"model.embed_tokens.weight": list(embed)}
+    names |= {f"model.layers.{i}.mlp.down_proj.weight": [embed[1], embed[1]] for i in range(layers)}
+    header, offset = {}, 0
+    for name, shape in names.items():
+        size = 4 * shape[0] * shape[1]
+        header[name] = {"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + size]}
+        offset += size
+    raw = json.dumps(header).encode()
+    return json.dumps({"model_type": "llama", **config}), struct.pack("<Q", len(raw)) + raw + bytes(offset)
+
+
+def disagreeing(config: dict, layers: int = 2, embed: tuple[int, int] = (16, 8)) -> dict:
+    text, weights = safetensors(config, layers, embed)
+    return {"config.json": text, "model.safetensors": weights}
+
+
 def index(*shards: str) -> str:
     return json.dumps({"metadata": {}, "weight_map": {f"t{i}": shard for i, shard in enumerate(shards)}})
 
@@ -36,6 +57,16 @@ MODELS = [
      "b.safetensors is listed in model.safetensors.index.json but missing"),
     ("index without weight_map", {"model.safetensors.index.json": "{}"}, "not a readable index"),
     ("no config.json", {"config.json": None, "model.safetensors": "s"}, "has no config.json"),
+    ("config.json not JSON", {"config.json": '{"model_type": ', "model.safetensors": "s"},
+     "config.json is not valid JSON (Expecting value at line 1, column 16)"),
+    ("config.json a list", {"config.json": "[1]", "model.safetensors": "s"}, "config.json is not a JSON object"),
+    ("config.json not UTF-8", {"config.json": b"\xff\xfe{}", "model.safetensors": "s"}, "config.json is not UTF-8 text"),
+    ("config with more layers than the weights", disagreeing({"num_hidden_layers": 4, "hidden_size": 8, "vocab_size": 16}),
+     "config.json says num_hidden_layers = 4, the weights hold 2 layers"),
+    ("config with another hidden size", disagreeing({"num_hidden_layers": 2, "hidden_size": 16, "vocab_size": 16}),
+     "config.json says hidden_size = 16, the embeddings are 16 x 8"),
+    ("config with another vocabulary", disagreeing({"num_hidden_layers": 2, "hidden_size": 8, "vocab_size": 32}),
+     "config.json says vocab_size = 32, the embeddings have 16 rows"),
 ]
 
 # (id, the rows of data/x.jsonl, adapter, words the line must hold after "row N: ")
@@ -67,9 +98,11 @@ def test_a_bad_model_directory(tmp_path, what, files, words):
     model = tmp_path / "m"
     model.mkdir()
     files = {"config.json": json.dumps({"model_type": "llama"}), **files}
-    for name, text in files.items():
-        if text is not None:
-            (model / name).write_text(text)
+    for name, content in files.items():
+        if isinstance(content, bytes):
+            (model / name).write_bytes(content)
+        elif content is not None:
+            (model / name).write_text(content)
     (tmp_path / "r.toml").write_text('[models]\nm = "./m"\n' + STAGE)
     done = run_sakura("validate", "r.toml", cwd=tmp_path, timeout=120)
     line = assert_one_line(done, 2, words)

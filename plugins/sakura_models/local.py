@@ -70,6 +70,7 @@ class LocalSource(ModelSource):
 def check_model_dir(path: Path, allow_pickle: bool = False) -> None:
     """A model directory must exist, have a config.json and weights we are willing to load: the pickle check
     judges the files transformers will load (``weights.weights_to_load``), not any file that looks safe."""
+    from sakura_models.consistency import disagreement, read_config, tensor_shapes
     from sakura_models.weights import weights_to_load
 
     if not path.is_dir():
@@ -90,3 +91,14 @@ def check_model_dir(path: Path, allow_pickle: bool = False) -> None:
     missing = [name for name in weights.files if not (path / name).is_file()]
     if missing:
         raise StageError(f"{path}: {missing[0]} is listed in {weights.chosen} but missing")
+    try:
+        config = read_config(path)
+    except (OSError, ValueError) as exc:
+        raise StageError(f"{path}: {exc}") from None
+    try:
+        shapes = {} if weights.pickled else tensor_shapes([path / f for f in weights.files])
+    except (OSError, ValueError):
+        shapes = {}  # an unreadable weights file: the stage that reads it names it
+    problem = disagreement(config, shapes)
+    if problem:
+        raise StageError(f"{path}: {problem}: the config does not describe these weights")
