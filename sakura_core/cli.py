@@ -132,10 +132,8 @@ def _executor(family: Any, name: str, raw: dict[str, Any]) -> tuple[Any, Any]:
         executor = family.plugins.executors.get(name)
     except PluginError as exc:
         raise RecipeError(f"--executor: {exc}") from None
-    if executor.Options is None:
-        if raw:
-            raise RecipeError(f"--address: executor {name} takes no address")
-        return executor, None
+    if executor.Options is None and "address" in raw:
+        raise RecipeError(f"--address: executor {name} takes no address")
     try:
         return executor, validate_options(executor.Options, raw)
     except OptionError as exc:

@@ -28,11 +28,13 @@ class NoOptions(Options):
     """Takes no options."""
 
 
-def validate_options(model: type[BaseModel], raw: Any, key_prefix: str = "") -> Any:
-    """Validate ``raw`` with a plugin's options model, raising ``OptionError`` with a key path.
+def validate_options(model: type[BaseModel] | None, raw: Any, key_prefix: str = "") -> Any:
+    """Validate ``raw`` with a plugin's options model, raising ``OptionError`` with a key path. ``None`` (an
+    implementation whose ``Options`` is unset) takes no options: ``NoOptions``.
 
     Plugins use this for nested options (a merge method's parameters, an adapter's options).
     """
+    model = model or NoOptions
     try:
         return model.model_validate(raw)
     except ValidationError as exc:

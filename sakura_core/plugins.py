@@ -189,9 +189,9 @@ class Plugins:
         sys.modules[module_name] = module
         try:
             spec.loader.exec_module(module)
-        except Exception as exc:  # noqa: BLE001
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - a plugin's sys.exit must not end sakura silently
             del sys.modules[module_name]
-            raise PluginError(f"plugin file {path} failed to load: {type(exc).__name__}: {exc}") from exc
+            raise PluginError(f"plugin file {path} failed to load: {_load_failure(exc)}") from exc
         self._add(module, name, PluginInfo(name, f"file {path}", None, "file", (path,)))
         self._declare([name])
         self._check_pending()
@@ -344,6 +344,12 @@ def _source_file(plugin: Any) -> tuple[Path, ...]:
 def _import_plugin(module_name: str, origin: str) -> Any:
     try:
         return importlib.import_module(module_name)
-    except Exception as exc:  # noqa: BLE001
-        raise PluginError(f"plugin {module_name} ({origin}) failed to load: {type(exc).__name__}: {exc}") from exc
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - a plugin's sys.exit must not end sakura silently
+        raise PluginError(f"plugin {module_name} ({origin}) failed to load: {_load_failure(exc)}") from exc
+
+
+def _load_failure(exc: BaseException) -> str:
+    if isinstance(exc, SystemExit):
+        return f"it called sys.exit({exc.code!r}) while being imported"
+    return f"{type(exc).__name__}: {exc}"
 

@@ -14,6 +14,7 @@ import venv
 from pathlib import Path
 
 import pytest
+from conftest import run_sakura
 from pydantic import BaseModel
 
 from sakura_core import hookimpl, hookspec
@@ -439,3 +440,22 @@ def test_editing_an_editable_install_reruns_the_stages_that_use_it(tmp_path):
     method.write_text(method.read_text() + "\n# an edit\n")
     edited = run()
     assert edited["status"] == "ran" and edited["fingerprint"] != first["fingerprint"]
+
+
+def test_a_plugin_calling_sys_exit_is_one_line(tmp_path):
+    """At import or while its stage runs, a plugin's sys.exit ends in one line naming it, not a silent exit."""
+    (tmp_path / "exits.py").write_text("import sys\nsys.exit(3)\n")
+    (tmp_path / "r.toml").write_text('name = "x"\nplugins = ["exits.py"]\n\n[stages.q]\nkind = "quits"\n')
+    done = run_sakura("validate", "r.toml", cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr.strip() == (
+        f"r.toml: plugins[0]: plugin file {tmp_path / 'exits.py'} failed to load: it called sys.exit(3) while being imported")
+
+    (tmp_path / "kind.py").write_text(
+        "import sys\nfrom sakura_core import hookimpl\nfrom sakura_core.stage import StageKind\n\n\n"
+        "class Quits(StageKind):\n    def run(self, ctx):\n        sys.exit(3)\n\n\n"
+        "@hookimpl\ndef sakura_register_stage_kinds(register):\n    register('quits', Quits())\n")
+    (tmp_path / "r2.toml").write_text('name = "x"\nplugins = ["kind.py"]\n\n[stages.q]\nkind = "quits"\n')
+    done = run_sakura("run", "r2.toml", "-q", cwd=tmp_path)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and len(lines) == 1 and "Traceback" not in done.stderr
+    assert lines[0].startswith("stage q failed in plugin kind (file ") and "it called sys.exit(3)" in lines[0]
