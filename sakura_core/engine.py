@@ -280,7 +280,11 @@ class Engine:
         where = f" in plugin {who.label}" if who else ""
         if isinstance(exc, SystemExit):
             return f"stage {name} failed{where}: it called sys.exit({exc.code!r}) (traceback in {log})", 1
-        return f"stage {name} failed{where}: {type(exc).__name__}: {exc} (traceback in {log})", 1
+        # a library's message may run to several lines (torch's unpickling advice): the first says what
+        # happened, the log has the rest
+        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+        more = " ..." if len([line for line in str(exc).splitlines() if line.strip()]) > 1 else ""
+        return f"stage {name} failed{where}: {type(exc).__name__}: {first}{more} (traceback in {log})", 1
 
     def _disk_estimate(self, plan: Plan, name: str) -> int | None:
         """What the plan estimates the stage writes (None: no estimate; estimating never fails)."""

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import run_sakura
 
 from sakura_core import hookimpl
 from sakura_core.engine import Engine
@@ -182,6 +183,23 @@ def test_unexpected_exception_points_to_a_traceback_file(write_recipe, sakura, m
     log = Path(line.split("(traceback in ")[1].rstrip(")"))
     assert "Traceback" in log.read_text()
     assert "Traceback" not in result.stderr
+
+
+def test_a_library_error_of_several_lines_is_one_line(tmp_path):
+    """torch's unpickling refusal and transformers' custom-code errors run to several lines: the first is kept,
+    the rest is in the log."""
+    (tmp_path / "kind.py").write_text(
+        "from sakura_core import hookimpl\nfrom sakura_core.stage import StageKind\n\n\n"
+        "class Wordy(StageKind):\n    def run(self, ctx):\n"
+        "        raise RuntimeError('Weights only load failed.\\nPlease file an issue.\\nCheck the docs.')\n\n\n"
+        "@hookimpl\ndef sakura_register_stage_kinds(register):\n    register('wordy', Wordy())\n")
+    (tmp_path / "r.toml").write_text('name = "x"\nplugins = ["kind.py"]\n\n[stages.w]\nkind = "wordy"\n')
+    done = run_sakura("run", "r.toml", "-q", cwd=tmp_path)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and len(lines) == 1, done.stderr
+    assert "RuntimeError: Weights only load failed. ... (traceback in " in lines[0]
+    log = Path(lines[0].split("(traceback in ")[1].rstrip(")"))
+    assert "Check the docs." in log.read_text()
 
 
 def test_lifecycle_hooks_see_every_stage(write_recipe):
