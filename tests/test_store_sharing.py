@@ -175,3 +175,27 @@ def test_a_killed_lock_holder_blocks_nobody(tmp_path):
         assert free
     with locks.building("abc") as waited:
         assert waited is False
+
+
+def test_two_runs_of_a_dataset_stage_at_once_both_succeed(tmp_path):
+    """The hardening issue's crash: two runs on one store removed each other's dataset work files
+    (FileNotFoundError). Now one builds under the lock and the other uses what it built."""
+    import shutil
+
+    repo = Path(__file__).resolve().parent.parent
+    (tmp_path / "data").mkdir()
+    shutil.copy(repo / "recipes" / "data" / "tiny_orca.jsonl", tmp_path / "data")
+    path = tmp_path / "data.toml"
+    path.write_text(textwrap.dedent("""
+        name = "both"
+        [stages.data]
+        kind = "dataset"
+        sources = [{ adapter = "orca", path = "data/tiny_orca.jsonl" }]
+        num_proc = 2
+        batch_size = 8
+        test_size = 8
+        """))
+    runs = [start(path, tmp_path / f"{name}.err") for name in ("a", "b")]
+    results = [finish(run, tmp_path / f"{name}.err") for run, name in zip(runs, ("a", "b"))]
+    assert sorted(statuses(r)["data"] for r in results) == ["cached", "ran"]
+    assert {r["stages"][0]["artifact"] for r in results} == {results[0]["stages"][0]["artifact"]}
