@@ -44,9 +44,23 @@ base_model: {b}
 slices: [{{sources: [{{model: {a}, layer_range: [0, 6]}}, {{model: {b}, layer_range: [0, 6]}}]}}]
 parameters: {{t: 0.5}}
 """, "slices[0].sources[0].layer_range: [0, 6] is out of bounds"),
-    "t outside [0, 1]": (
-        SLERP.replace("{{t: 0.5}}", "{{t: [{{filter: mlp, value: [0, 1.5]}}, {{value: 0.5}}]}}"),
-        "parameters.t[0].value[1]: input should be less than or equal to 1 (got 1.5)"),
+    "t not a number": (
+        SLERP.replace("{{t: 0.5}}", "{{t: [{{filter: mlp, value: [0, half]}}, {{value: 0.5}}]}}"),
+        "parameters.t[0].value[1]: input should be a valid number"),
+    "della epsilon beyond the density": (
+        SLERP.replace("slerp", "della").replace("{{t: 0.5}}", "{{weight: 0.5, density: 0.5, epsilon: 0.6}}"),
+        "parameters.epsilon: density ± epsilon must lie strictly between 0 and 1 (density 0.5, epsilon 0.6)"),
+    "della epsilon beyond a filtered density": (
+        SLERP.replace("slerp", "della").replace(
+            "{{t: 0.5}}", "{{weight: 0.5, epsilon: 0.2, density: [{{filter: mlp, value: 0.9}}, {{value: 0.5}}]}}"),
+        "tensor model.layers.0.mlp.down_proj.weight of model"),
+    "unknown chat template": (
+        SLERP + "chat_template: chatmll\n", "chat_template: unknown template name 'chatmll' (did you mean chatml?)"),
+    "misspelt key": (
+        SLERP.replace("base_model", "base_modle"), "base_modle: unknown key (did you mean base_model?)"),
+    "unused parameter in strict mode": (
+        SLERP.replace("{{t: 0.5}}", "{{t: 0.5, weight: 1}}") + "strict: true\n",
+        "parameters.weight: slerp has no parameter weight"),
     "unknown method": (
         SLERP.replace("slerp", "slurp"), "merge_method: unknown merge method 'slurp' (did you mean slerp?)"),
     "pickled weights": (
@@ -114,7 +128,7 @@ def test_recipe_errors_name_the_key(tmp_path):
     cases = {
         'models = [{ model = "c" }, { model = "b" }]\nparameters.t = 0.5':
             "r.toml: stages.merge.models[0].model: no stage or model named 'c'",
-        'models = [{ model = "a" }, { model = "b", parameters = { t = 0.5 } }]\nparameters.t = 0.5':
+        'models = [{ model = "a" }, { model = "b", parameters = { t = 0.5 } }]\nparameters.t = 0.5\nstrict = true':
             "stages.merge.models[1].parameters.t: t is shared by all models",
         'models = [{ model = "a" }, { model = "b" }]':
             "stages.merge.parameters: slerp needs parameter 't'",
