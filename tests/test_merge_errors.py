@@ -14,7 +14,7 @@ def pair(tmp_path_factory):
     from sakura_models.tiny import TinyOptions, generate_tiny_model
 
     root = tmp_path_factory.mktemp("merge-errors")
-    for name, options in {"a": TinyOptions(seed=1), "b": TinyOptions(seed=2),
+    for name, options in {"a": TinyOptions(seed=1), "b": TinyOptions(seed=2), "mistral": TinyOptions(arch="mistral", seed=2),
                           "narrow": TinyOptions(seed=3, hidden=32, intermediate=64)}.items():
         generate_tiny_model(options, root / name)
     (root / "pickled").mkdir()
@@ -56,6 +56,15 @@ parameters: {{t: 0.5}}
         "tensor model.layers.0.mlp.down_proj.weight of model"),
     "unknown chat template": (
         SLERP + "chat_template: chatmll\n", "chat_template: unknown template name 'chatmll' (did you mean chatml?)"),
+    "unknown module": (
+        """
+merge_method: slerp
+base_model: {b}
+modules: {{decoder: {{models: [{{model: {a}}}, {{model: {b}}}]}}}}
+parameters: {{t: 0.5}}
+""", "modules.decoder: the models' architecture has modules default"),
+    "architectures differ": (
+        SLERP.replace("{b}", "{root}/mistral"), "differ in architectures: ['MistralForCausalLM'] vs ['LlamaForCausalLM'] (allow_crimes merges them anyway)"),
     "misspelt key": (
         SLERP.replace("base_model", "base_modle"), "base_modle: unknown key (did you mean base_model?)"),
     "unused parameter in strict mode": (
