@@ -148,10 +148,10 @@ class MergeConfig(Options):
     """Base model: the origin of the task vectors, ``slerp``'s ``t = 0`` end, and the model whose config and
     tokenizer the output takes (unset: the first model's)."""
     models: Optional[list[ModelEntry]] = None
-    """Models merged whole, each with its own parameters; give either ``models`` or ``slices``."""
+    """Models merged whole, each with its own parameters; give one of ``models``, ``slices`` or ``modules``."""
     slices: Optional[list[Slice]] = None
     """The output's layers, slice after slice, each merged from layer ranges of its sources (layer stacking,
-    depth up-scaling); give either ``models`` or ``slices``."""
+    depth up-scaling); give one of ``models``, ``slices`` or ``modules``."""
     modules: Optional[dict[str, Module]] = None
     """mergekit's per-module layout, ``{ MODULE = { models or slices, parameters } }``, instead of ``models`` or
     ``slices``: a single-module architecture's one module is ``default`` (merged natively); architectures of
