@@ -186,18 +186,26 @@ def _slice_inputs(config: MergeConfig, group: Any) -> list[tuple[str, list[str],
 def _check_della(config: MergeConfig) -> None:
     from sakura_merge.params import UNKNOWN, non_base_inputs, uniform_value
 
-    for key, model, scopes in non_base_inputs(config):
-        for t in (0.0, 1.0):  # every slice has tensors at both ends of its gradients
-            density, density_key = uniform_value("density", scopes, t)
-            epsilon, epsilon_key = uniform_value("epsilon", scopes, t)
+    defaults = MERGEKIT_ONLY["della"]["per_model"]
+    for entry in non_base_inputs(config):
+        for t in entry.depths:
+            density, density_key = uniform_value("density", entry.scopes, t)
+            epsilon, epsilon_key = uniform_value("epsilon", entry.scopes, t)
             if density is UNKNOWN or epsilon is UNKNOWN:
                 continue
-            defaults = MERGEKIT_ONLY["della"]["per_model"]
             density = defaults["density"] if density is None else density
             epsilon = defaults["epsilon"] if epsilon is None else epsilon
-            problem = della_problem(density, epsilon)
+            problem = della_problem(_number(density), _number(epsilon))
             if problem:
-                raise OptionError(epsilon_key or density_key or key, f"{problem} for model {model!r}")
+                raise OptionError(epsilon_key or density_key or entry.key, f"{problem} for model {entry.model!r}")
+
+
+def _number(value: Any) -> Optional[float]:
+    """A checked parameter value as mergekit validates it (``"0.5"`` from YAML is 0.5)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 @contextmanager

@@ -36,8 +36,8 @@ def load_yaml_config(path: Path, overrides: dict[str, Any] | None = None) -> tup
     data, unknown = without_unknown_keys({**data, **(overrides or {})})
     plugins = Plugins()
     try:
+        warnings = [_unknown_key_warning(key, data.get("strict") is True) for key in unknown]
         config = validate_options(MergeConfig, data)
-        warnings = [_unknown_key_warning(key, config.strict) for key in unknown]
         warnings += [str(ignored) for ignored in check_config(config, plugins.merge_methods, base_dir=Path.cwd())]
     except OptionError as exc:
         key = exc.key
@@ -94,7 +94,7 @@ def add_merge_command(cli: click.Group) -> None:
         from sakura_merge.config import lora_references, model_references, split_reference
         from sakura_merge.runner import execute_merge
 
-        overrides = {key: value for key, value in options.items() if value not in (None, False)}
+        overrides = {key: value for key, value in options.items() if value is not None and value is not False}
         config, plugins, warnings = load_yaml_config(Path(config_file), overrides)
         for warning in warnings:
             click.echo(f"warning: {warning}", err=True)

@@ -270,10 +270,23 @@ def uniform_value(name: str, scopes: list[tuple[str, Optional[Parameters]]], t: 
     return None, None
 
 
-def non_base_inputs(config: MergeConfig) -> list[tuple[str, str, list[tuple[str, Optional[Parameters]]]]]:
-    """``(key, model, scopes)`` for every non-base input of every slice (``models`` count as one slice): where it
-    is written, the model, and the parameter scopes that apply to it, most specific first (as mergekit reads
-    them)."""
+@dataclass(frozen=True)
+class NonBaseInput:
+    """A non-base input of a slice (``models`` count as one slice), as mergekit resolves its parameters."""
+
+    key: str
+    """Where it is written (``models[1]``, ``slices[0].sources[2]``)."""
+    model: str
+    scopes: list[tuple[str, Optional[Parameters]]]
+    """The parameter scopes that apply to it, most specific first: ``(key, parameters)``."""
+    depths: tuple[float, ...]
+    """The depths ``t`` its tensors certainly take, as mergekit's planner gives them: 0 at a slice's first layer
+    and 1 at its last (a one-layer slice: 1 only), and 0 for the embeddings (first slice) and the final norm and
+    head (last slice)."""
+
+
+def non_base_inputs(config: MergeConfig) -> list[NonBaseInput]:
+    """Every non-base input of every slice, with its parameter scopes and the depths it certainly takes."""
     found = []
     for group in config.groups():
         module = [(group.at("parameters"), group.parameters)] if group.parameters is not None else []
@@ -281,16 +294,20 @@ def non_base_inputs(config: MergeConfig) -> list[tuple[str, str, list[tuple[str,
         for i, entry in enumerate(group.models or []):
             if entry.model != config.base_model:
                 key = group.at(f"models[{i}]")
-                found.append((key, entry.model, [(join_key(key, "parameters"), entry.parameters), *tail]))
-        for i, slice_ in enumerate(group.slices or []):
+                found.append(NonBaseInput(key, entry.model, [(join_key(key, "parameters"), entry.parameters), *tail], (0.0, 1.0)))
+        slices = group.slices or []
+        for i, slice_ in enumerate(slices):
             base = slice_.base_model or config.base_model
             own = [(group.at(f"slices[{i}].sources[{j}].parameters"), s.parameters, s.model) for j, s in enumerate(slice_.sources)]
+            start, end = slice_.sources[0].layer_range
+            layers = {0.0, 1.0} if end - start > 1 else {1.0} if end - start == 1 else set()
+            depths = tuple(sorted(layers | ({0.0} if i in (0, len(slices) - 1) else set())))
             for j, source in enumerate(slice_.sources):
                 if source.model == base:
                     continue
                 mine = [(key, params) for key, params, model in own if model == source.model]
-                found.append((group.at(f"slices[{i}].sources[{j}]"), source.model,
-                              [*mine, (group.at(f"slices[{i}].parameters"), slice_.parameters), *tail]))
+                scopes = [*mine, (group.at(f"slices[{i}].parameters"), slice_.parameters), *tail]
+                found.append(NonBaseInput(group.at(f"slices[{i}].sources[{j}]"), source.model, scopes, depths))
     return found
 
 
