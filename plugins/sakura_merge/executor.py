@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import queue
 import shutil
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -125,7 +124,7 @@ class ShardWriter:
         if shard != self._current:
             if self._file is not None:
                 self._file.close()
-            self._file = open(self.out_dir / self.files[shard], "wb")
+            self._file = open(self.out_dir / self.files[shard], "wb")  # noqa: SIM115 - kept open across calls, closed in close()
             self._file.write(self.headers[shard])
             self._current = shard
         data = tensor.detach().contiguous().reshape(-1).view(torch.uint8)
