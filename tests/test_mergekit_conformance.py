@@ -276,6 +276,12 @@ FEATURES: dict[str, tuple[str, list[str]]] = {
         parameters: {t: 0.5, normalize: true}
         dtype: bfloat16
         """, []),
+    "gradient-of-yaml-strings": ("""
+        merge_method: slerp
+        base_model: "{a}"
+        models: [{model: "{a}"}, {model: "{b}"}]
+        parameters: {t: ["0.2", "8e-1"]}
+        """, []),
     "modules-default": ("""
         modules:
           default:

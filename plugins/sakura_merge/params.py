@@ -31,18 +31,31 @@ def evaluate_setting(setting: Any, tensor_name: str, t: float) -> Any:
         if not setting:
             return None
         if all(isinstance(e, (bool, int, float, str)) for e in setting):
-            if not all(isinstance(e, (int, float)) and not isinstance(e, bool) for e in setting):
+            # mergekit validates each entry as the parameter's type first: every method parameter is a number
+            # or a boolean, so YAML strings that read as numbers ("0.2", "1e-3") interpolate like numbers
+            numbers = [_gradient_number(e) for e in setting]
+            if any(n is None for n in numbers):
                 return setting[int(t * (len(setting) - 1))]
             scaled = t * (len(setting) - 1)
             i0 = int(scaled)
             i1 = min(len(setting) - 1, i0 + 1)
             frac = scaled - i0
-            return (1 - frac) * float(setting[i0]) + frac * float(setting[i1])
+            return (1 - frac) * numbers[i0] + frac * numbers[i1]
         for cond in setting:
             if cond.filter is None or cond.filter == "*" or (tensor_name and cond.filter in tensor_name):
                 return evaluate_setting(cond.value, tensor_name, t)
         return None
     raise TypeError(f"unexpected parameter setting {setting!r}")
+
+
+def _gradient_number(entry: Any) -> Optional[float]:
+    """A gradient entry as a number (a string that reads as one included), or None (a boolean, a word)."""
+    if isinstance(entry, bool):
+        return None
+    try:
+        return float(entry)
+    except ValueError:
+        return None
 
 
 def resolve(name: str, scopes: list[Optional[Parameters]], tensor_name: str, t: float) -> Any:
