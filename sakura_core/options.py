@@ -54,7 +54,7 @@ def describe_error(error: dict[str, Any], model: type[BaseModel], loc: list[Any]
         return f"unknown option{hint}"
     if kind == "missing":
         return "missing required option"
-    message = error["msg"]
+    message = error["msg"].removeprefix("Value error, ")  # a validator's own message reads as written
     message = message[0].lower() + message[1:]
     if "input" in error and not isinstance(error["input"], (dict, list)):
         message += f" (got {error['input']!r})"

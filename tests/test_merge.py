@@ -50,12 +50,6 @@ def load_tensors(directory: Path) -> dict:
     return tensors
 
 
-def max_ulps(a, b) -> float:
-    from test_merge_methods import max_ulps as measure
-
-    return measure(a, b)
-
-
 def test_sakura_slerp_recipe_runs_and_matches_mergekit(tmp_path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -79,7 +73,7 @@ def test_sakura_slerp_recipe_runs_and_matches_mergekit(tmp_path):
     assert ours.keys() == theirs.keys()
     for name in ours:
         assert ours[name].dtype == torch.float16
-        assert max_ulps(ours[name], theirs[name]) <= 1.0, name
+        assert torch.equal(ours[name], theirs[name]), name
 
     # the gradient really varies over depth: layer 0 self_attn is the base (t=0), layer 3 the other (t=1)
     model = AutoModelForCausalLM.from_pretrained(native.artifact)
@@ -151,3 +145,62 @@ def test_every_progress_bar_of_a_merge_is_closed(tmp_path, tiny_model_factory):
     execute_merge(config, builtin_methods()["linear"], {"a": str(tiny_model_factory(seed=1))}, out,
                   progress=lambda description, total: reporter.task(description, total))
     assert reporter.open == set()
+
+
+LORA_RECIPE = """
+name = "lora-merge"
+[models]
+a = "tiny:llama?seed=1&layers=4"
+b = "tiny:llama?seed=2&layers=4"
+
+[stages.merge]
+kind = "merge"
+merge_method = "task_arithmetic"
+base_model = "a"
+models = [ { model = "a+./style-lora", parameters = { weight = 0.7 } },
+           { model = "b", parameters = { weight = 0.3, t = 0.5 } } ]
+dtype = "float32"
+"""
+
+
+def test_a_recipe_merges_model_plus_lora_fingerprinted_by_content(tmp_path, tiny_model_factory):
+    """``model = "a+./style-lora"``: the stage reads model a, the LoRA directory is an input by content, and the
+    merge is what mergekit makes of the same configuration; a parameter mergekit ignores is a logged warning."""
+    import torch
+
+    from test_mergekit_conformance import make_lora
+
+    make_lora(tiny_model_factory(seed=1, layers=4), tmp_path / "style-lora")
+    recipe_path = tmp_path / "lora.toml"
+    recipe_path.write_text(LORA_RECIPE)
+    recipe = load_recipe(recipe_path)
+    assert recipe.stages["merge"].references == {"base_model": "a", "models[0].model": "a", "models[1].model": "b"}
+    engine = Engine(recipe)
+    before = engine.plan().stages["merge"].fingerprint
+    logged = []
+    engine.reporter.log = logged.append
+    result = engine.run()
+    assert result.ok, result.error
+    outcome = result.outcome("merge")
+    assert outcome.metrics["engine"] == "native"
+    assert logged.count("merge: applying LoRA ./style-lora to a") == 1
+    assert any("warning: models[1].parameters.t: ignored" in line for line in logged), logged
+
+    from mergekit.config import MergeConfiguration
+    from mergekit.merge import MergeOptions, run_merge
+
+    plan = engine.plan()
+    a_dir, b_dir = (engine.store.lookup(plan.sources[name].fingerprint).path for name in ("a", "b"))
+    mergekit_out = tmp_path / "mergekit"
+    config = MergeConfiguration.model_validate({
+        "merge_method": "task_arithmetic", "base_model": str(a_dir), "dtype": "float32",
+        "models": [{"model": f"{a_dir}+{tmp_path / 'style-lora'}", "parameters": {"weight": 0.7}},
+                   {"model": str(b_dir), "parameters": {"weight": 0.3}}]})
+    run_merge(config, str(mergekit_out), MergeOptions(lora_merge_cache=str(tmp_path / "cache"), write_model_card=False,
+                                                       quiet=True))
+    ours, theirs = load_tensors(outcome.artifact), load_tensors(mergekit_out)
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+    config_file = tmp_path / "style-lora" / "adapter_config.json"
+    config_file.write_text(config_file.read_text() + "\n")
+    assert Engine(load_recipe(recipe_path)).plan().stages["merge"].fingerprint != before

@@ -6,19 +6,22 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import click
 
 from sakura_core.errors import OptionError, RecipeError
 
 
-def load_yaml_config(path: Path):
-    """Read and check a mergekit YAML file; model values are paths (relative to the current directory)."""
+def load_yaml_config(path: Path, overrides: dict[str, Any] | None = None) -> tuple[Any, Any, list[str]]:
+    """Read and check a mergekit YAML file (``overrides``: sakura options given on the command line); model
+    values are paths (relative to the current directory). Returns the configuration, the plugins and the
+    warnings: what mergekit would ignore (keys no configuration has, parameters the method does not use)."""
     import yaml
 
-    from sakura_core.plugins import Plugins
     from sakura_core.options import validate_options
-    from sakura_merge.config import MergeConfig
+    from sakura_core.plugins import Plugins
+    from sakura_merge.config import MergeConfig, without_unknown_keys
     from sakura_merge.stage import check_config
 
     file = path.name
@@ -30,13 +33,35 @@ def load_yaml_config(path: Path):
         raise RecipeError(f"invalid YAML: {' '.join(str(exc).split())}", file=file) from None
     if not isinstance(data, dict):
         raise RecipeError("expected a mapping of mergekit configuration keys", file=file)
+    data, unknown = without_unknown_keys({**data, **(overrides or {})})
     plugins = Plugins()
     try:
+        warnings = [_unknown_key_warning(key, data.get("strict") is True) for key in unknown]
         config = validate_options(MergeConfig, data)
-        check_config(config, plugins.merge_methods)
+        warnings += [str(ignored) for ignored in check_config(config, plugins.merge_methods, base_dir=Path.cwd())]
     except OptionError as exc:
-        raise RecipeError(exc.detail, file=file, key=exc.key) from None
-    return config, plugins
+        key = exc.key
+        if key and key.split(".")[0].split("[")[0] in (overrides or {}):
+            key = f"--{key.replace('_', '-')}"
+        raise RecipeError(exc.detail, file=file, key=key) from None
+    return config, plugins, [f"{file}: {warning}" for warning in warnings]
+
+
+def _unknown_key_warning(unknown: Any, strict: bool) -> str:
+    """A key mergekit ignores: an error when it is close to a real key (a misspelling mergekit would silently
+    skip) or under ``strict``, else a warning."""
+    if unknown.suggestion:
+        raise OptionError(unknown.key, f"unknown key{unknown.suggestion}")
+    if strict:
+        raise OptionError(unknown.key, "unknown key (strict mode refuses what mergekit would ignore)")
+    return f"{unknown.key}: ignored, as mergekit ignores it: no such key"
+
+
+def local_directory(reference: str) -> str:
+    """A model or LoRA path as mergekit reads it (``path@revision``: the revision only matters on the Hub),
+    absolute."""
+    path = reference.split("@")[0] if reference.count("@") == 1 else reference
+    return str(Path(path).expanduser().absolute())
 
 
 def model_path(name: str) -> str:
@@ -71,40 +96,45 @@ def add_merge_command(cli: click.Group) -> None:
     @click.option("--engine", type=click.Choice(["auto", "native", "mergekit"]), default=None,
                   help="native executor, mergekit's, or native whenever possible (default).")
     @click.option("--shard-size", default=None, help="Largest output shard, e.g. 5GB (default) or 500MB.")
-    @click.option("--seed", type=int, default=None, help="Seed for randomized methods (dare_*).")
+    @click.option("--seed", type=int, default=None,
+                  help="Seed for randomized methods (dare_ties, dare_linear, della, della_linear, arcee_fusion): "
+                       "the output is mergekit-yaml --random-seed's for the same seed.")
+    @click.option("--random-stream", type=click.Choice(["mergekit", "per_tensor"]), default=None,
+                  help="mergekit (default): one stream drawn in mergekit's order; per_tensor: a stream per tensor "
+                       "(order-independent, not mergekit's output).")
+    @click.option("--strict", is_flag=True, help="Refuse what mergekit would ignore (unknown keys, unused parameters).")
+    @click.option("--lora-merge-cache", type=click.Path(file_okay=False), default=None,
+                  help="Directory keeping the models with a LoRA applied (MODEL+LORA), as mergekit's.")
+    @click.option("--allow-crimes", is_flag=True, help="Merge models of different architectures, as mergekit's.")
+    @click.option("--trust-remote-code", is_flag=True,
+                  help="Run model repositories' own code when loading tokenizers and models (danger), as mergekit's.")
     @click.option("--allow-bin", is_flag=True, help="Read pickled .bin weights (pickles can run code).")
     @click.option("--json", "as_json", is_flag=True, help="Print the merge's metrics as JSON.")
-    def merge(config_file, out_dir, device, engine, shard_size, seed, allow_bin, as_json):
+    def merge(config_file, out_dir, as_json, **options):
         """Merge the models of a mergekit CONFIG.yml into OUT_DIR (mergekit's keys and semantics)."""
-        from sakura_merge.config import model_references
+        from sakura_merge.config import lora_references, model_references, split_reference
         from sakura_merge.runner import execute_merge
 
-        config, plugins = load_yaml_config(Path(config_file))
-        overrides = {k: v for k, v in {"device": device, "engine": engine, "shard_size": shard_size, "seed": seed}.items() if v is not None}
-        if allow_bin:
-            overrides["allow_bin"] = True
-        if overrides:
-            config = config.model_copy(update=overrides)
-            from sakura_merge.stage import check_config
-
-            try:
-                check_config(config, plugins.merge_methods)
-            except OptionError as exc:
-                raise RecipeError(exc.detail, key=f"--{exc.key.replace('_', '-')}" if exc.key else None) from None
+        overrides = {key: value for key, value in options.items() if value is not None and value is not False}
+        config, plugins, warnings = load_yaml_config(Path(config_file), overrides)
+        for warning in warnings:
+            click.echo(f"warning: {warning}", err=True)
         out = Path(out_dir).absolute()
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise RecipeError(f"output directory {out} exists and is not empty")
         method = plugins.merge_methods.get(config.merge_method)
-        paths = {name: model_path(name) for name in set(model_references(config).values())}
+        names = {split_reference(reference)[0] for reference in model_references(config).values()}
+        paths = {name: model_path(name) for name in names}  # a Hub id is downloaded, as mergekit does
+        loras = {lora: local_directory(lora) for lora in lora_references(config).values()}
+        cache = Path(config.lora_merge_cache).expanduser().absolute() if config.lora_merge_cache else None
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.parent / f".{out.name}.sakura-partial-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         try:
             metrics = execute_merge(
-                config, method, paths, tmp,
+                config, method, paths, tmp, loras=loras, lora_cache=cache,
                 log=lambda message: click.echo(message, err=True),
-                record_names={name: name for name in paths},
             )
             if out.exists():
                 out.rmdir()

@@ -57,7 +57,9 @@ class MergeCall:
     model_params: list[Any]
     """One ``Options`` per input, with the per-model parameters resolved for that input and this tensor."""
     generator: Any = None
-    """A ``torch.Generator`` for randomized methods, seeded from the merge's ``seed``; None without a seed."""
+    """The merge's random stream for randomized methods: with a ``seed``, one ``torch.Generator`` seeded with it
+    and shared by every call in mergekit's task order (mergekit's ``--random-seed`` draws), or one per tensor
+    (``random_stream = "per_tensor"``); None without a seed."""
 
     @property
     def base_tensor(self) -> Any:
@@ -94,7 +96,8 @@ class MergeMethod(Implementation):
     max_models: ClassVar[Optional[int]] = None
     """Most models merged (per slice); None: no limit."""
     randomized: ClassVar[bool] = False
-    """Draws random numbers: ``call.generator`` is seeded from the merge's ``seed``."""
+    """Draws random numbers from ``call.generator``: with a ``seed`` the executor computes the tensors in the order
+    mergekit's executor does, so one seeded stream gives mergekit's draws."""
     native: ClassVar[bool] = True
     """False: the method runs through mergekit's executor (the bridge) and ``run`` is never called."""
     mergekit_name: ClassVar[Optional[str]] = None

@@ -13,9 +13,12 @@ def render_method(w: Writer, entry: Any) -> None:
     least, most = method.min_models, method.max_models
     count = f"at least {least}" if most is None else f"exactly {most}" if most == least else f"{least} to {most}"
     bits.append(f"Models: {count}.")
+    least, most = getattr(method, "non_base", (None, None))  # the bridge's methods that count non-base models
+    if least is not None:
+        bits.append(f"Models besides the base: {f'exactly {least}' if least == most else f'at least {least}'}.")
     bits.append("Runs on sakura's executor." if method.native else "Runs through mergekit's executor.")
     if method.randomized:
-        bits.append("Randomized: set `seed` for a reproducible result.")
+        bits.append("Randomized: set `seed` for a reproducible result, mergekit's `--random-seed` result.")
     bits.append(credits(entry))
     w.add(" ".join(b for b in bits if b) + "\n")
     model = method.Options

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import queue
 import shutil
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -28,9 +27,11 @@ from sakura_merge.params import build_options, parameter_names, resolve
 PREFETCH_BYTES = 192 * 2**20  # input bytes read ahead of the computation
 PREFETCH_TENSORS = 16
 WRITE_QUEUE_BYTES = 256 * 2**20  # results (on the compute device) waiting for the writer thread
+# the files mergekit copies from the donor model when it copies a tokenizer (mergekit.merge._copy_tokenizer)
 TOKENIZER_FILES = (
     "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json", "tokenizer.model", "added_tokens.json",
-    "merges.txt", "vocab.json", "chat_template.jinja", "chat_template.json",
+    "merges.txt", "chat_template.jinja", "generation_config.json", "chat_template.json",
+    "video_preprocessor_config.json",
 )
 
 
@@ -123,7 +124,7 @@ class ShardWriter:
         if shard != self._current:
             if self._file is not None:
                 self._file.close()
-            self._file = open(self.out_dir / self.files[shard], "wb")
+            self._file = open(self.out_dir / self.files[shard], "wb")  # noqa: SIM115 - kept open across calls, closed in close()
             self._file.write(self.headers[shard])
             self._current = shard
         data = tensor.detach().contiguous().reshape(-1).view(torch.uint8)
@@ -255,7 +256,7 @@ class ParameterBinder:
 
     def bind(self, tensor: OutTensor) -> tuple[Any, list[Any], Optional[int]]:
         slice_ = self.layout.slices[tensor.slice_index]
-        scopes = [slice_.parameters, self.config.parameters]
+        scopes = [slice_.parameters, slice_.module_parameters, self.config.parameters]
         shared = {}
         for pname in self.shared:
             value = resolve(pname, scopes, tensor.name, tensor.t)
@@ -304,10 +305,67 @@ def check_method_inputs(method: MergeMethod, method_name: str, layout: Layout) -
             raise MergeInputError(f"{where}: {method_name} takes at most {method.max_models} models, got {len(names)}")
 
 
+Plan = tuple[OutTensor, str, str, tuple[Any, list[Any], Optional[int]]]  # tensor, compute and output dtypes, parameters
+
+
+def bind_parameters(config: MergeConfig, method: MergeMethod, layout: Layout) -> list[Plan]:
+    """Every output tensor with its dtypes and its parameters, resolved and validated (a value a parameter
+    cannot take is an error naming the tensor): before any tensor is read, whichever executor merges."""
+    binder = ParameterBinder(config, method, layout)
+    plans = []
+    for tensor in layout.tensors:
+        compute, out = tensor_dtypes(config, tensor)
+        plans.append((tensor, compute, out, binder.bind(tensor)))
+    return plans
+
+
+def mergekit_order(plans: list[Plan], ask_mergekit: Callable[[], list[str]]) -> list[Plan]:
+    """The plans in the order mergekit's executor computes their tensors, the order a seeded randomized method
+    draws in. mergekit sorts its task graph lexicographically by each task's group label, the largest name
+    among the tensor's inputs (compared as strings: layer 10 before layer 2). Two tensors with the same label
+    (a slice repeating another's layers) are ordered by the numbering of its graph's nodes, which follows
+    Python's set iteration over task indices: only then is mergekit's own planner asked (``ask_mergekit``:
+    the output tensors' names in its order)."""
+
+    def label(plan: Plan) -> str:
+        return max(name for _, name in plan[0].inputs)
+
+    ordered = sorted(plans, key=label)
+    labels = [label(plan) for plan in ordered]
+    if len(set(labels)) == len(labels):
+        return ordered
+    position = {name: i for i, name in enumerate(ask_mergekit())}
+    return sorted(plans, key=lambda plan: position.get(plan[0].name, len(position)))
+
+
+class RandomStream:
+    """The generators a randomized method draws from: one stream for the whole merge (``mergekit``: seeded once
+    and drawn in mergekit's order, as ``mergekit-yaml --random-seed`` does with torch's global generator), or
+    one per tensor seeded from the seed and its name (``per_tensor``); none without a seed (torch's global,
+    unseeded generator: a different draw each run, as mergekit without a seed)."""
+
+    def __init__(self, config: MergeConfig, method: MergeMethod, device: str):
+        self.seed = config.seed if method.randomized else None
+        self.per_tensor = config.random_stream == "per_tensor"
+        self.device = device
+        self.shared = None if self.seed is None or self.per_tensor else self._generator(self.seed)
+
+    def _generator(self, seed: int) -> Any:
+        import torch
+
+        return torch.Generator(device=self.device).manual_seed(seed)
+
+    def for_tensor(self, name: str) -> Any:
+        if self.seed is None or not self.per_tensor:
+            return self.shared
+        return self._generator(_tensor_seed(self.seed, name))
+
+
 def run_native(
     config: MergeConfig,
     method: MergeMethod,
     layout: Layout,
+    plans: list[Plan],
     out_dir: Path,
     *,
     device: str,
@@ -315,11 +373,7 @@ def run_native(
 ) -> dict[str, Any]:
     import torch
 
-    binder = ParameterBinder(config, method, layout)
-    plans = []
-    for tensor in layout.tensors:  # resolve every parameter before reading a byte
-        compute, out = tensor_dtypes(config, tensor)
-        plans.append((tensor, compute, out, binder.bind(tensor)))
+    randomness = RandomStream(config, method, device)
     writer = ShardWriter(out_dir, [(t.name, out, t.shape) for t, _, out, _ in plans], parse_size(config.shard_size))
     background = BackgroundWriter(writer)
     on_gpu = device.startswith("cuda")
@@ -364,10 +418,7 @@ def run_native(
                 if compute not in FLOAT_DTYPES:
                     result = tensors[0]
                 else:
-                    generator = None
-                    if method.randomized and config.seed is not None:
-                        generator = torch.Generator(device=device)
-                        generator.manual_seed(_tensor_seed(config.seed, tensor.name))
+                    generator = randomness.for_tensor(tensor.name)
                     call = MergeCall(tensor.name, tensors, base_index, params, model_params, generator)
                     result = method.run(call)
                     if not isinstance(result, torch.Tensor) or tuple(result.shape) != tuple(tensor.shape):
@@ -409,59 +460,54 @@ def _tensor_seed(seed: int, name: str) -> int:
 
 # -- config, tokenizer, generation config -----------------------------------------------------------
 def write_side_files(config: MergeConfig, layout: Layout, out_dir: Path) -> None:
-    donor = layout.models[layout.donor]
-    data = json.loads((donor.path / "config.json").read_text())
-    if config.slices:
+    """The donor's config (with the output's layer count and dtype) and generation config, and the tokenizer."""
+    donor = layout.origins[layout.donor]
+    data = json.loads((donor / "config.json").read_text())
+    group = config.single_group
+    if group is not None and group.slices:
         data["num_hidden_layers"] = len(layout.output_layer_sources())
     dtype = config.output_dtype or config.compute_dtype
     if dtype:
         key = "torch_dtype" if "torch_dtype" in data and "dtype" not in data else "dtype"
         data[key] = dtype
     (out_dir / "config.json").write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    if (donor.path / "generation_config.json").is_file():
-        shutil.copy(donor.path / "generation_config.json", out_dir / "generation_config.json")
-    tokenizer_dir = donor.path
+    if (donor / "generation_config.json").is_file():
+        shutil.copy(donor / "generation_config.json", out_dir / "generation_config.json")
+    write_tokenizer(config, layout, out_dir)
+
+
+def write_tokenizer(config: MergeConfig, layout: Layout, out_dir: Path) -> None:
+    """mergekit's rules: with ``tokenizer_source`` the source's tokenizer (the base model's for ``base`` and, over
+    one vocabulary, ``union``) is loaded and saved again; otherwise the donor's files are copied when its
+    weights' directory has a tokenizer and no ``chat_template`` is set, else its tokenizer is loaded and saved
+    again (with the template)."""
+    weights = layout.models[layout.donor].path
     ts = config.tokenizer_source
-    if ts and ts not in ("base", "union"):
-        tokenizer_dir = layout.models[ts].path if ts in layout.models else None
-    write_tokenizer(config, layout, tokenizer_dir or donor.path, out_dir)
-
-
-def write_tokenizer(config: MergeConfig, layout: Layout, source: Path, out_dir: Path) -> None:
-    if not config.chat_template:
+    if ts:
+        save_tokenizer(config, layout, layout.origins.get(ts, layout.origins[layout.donor]), out_dir)
+    elif not config.chat_template and _has_tokenizer(weights):
         for name in TOKENIZER_FILES:
-            if (source / name).is_file():
-                shutil.copy(source / name, out_dir / name)
-        return
+            if (weights / name).is_file():
+                shutil.copy(weights / name, out_dir / name)
+    else:
+        save_tokenizer(config, layout, layout.origins[layout.donor], out_dir)
+
+
+def _has_tokenizer(directory: Path) -> bool:
+    return (directory / "tokenizer_config.json").is_file() and any(
+        (directory / name).is_file() for name in ("tokenizer.json", "tokenizer.model")
+    )
+
+
+def save_tokenizer(config: MergeConfig, layout: Layout, source: Path, out_dir: Path) -> None:
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(source))
-    tokenizer.chat_template = resolve_chat_template(config.chat_template, [m.path for m in layout.models.values()])
+    from sakura_merge.templates import resolve_chat_template
+
+    tokenizer = AutoTokenizer.from_pretrained(str(source), trust_remote_code=config.trust_remote_code)
+    if config.chat_template:
+        inputs = [layout.origins[name] for name in layout.models]
+        template = resolve_chat_template(config.chat_template, inputs, config.trust_remote_code)
+        if template is not None:
+            tokenizer.chat_template = template
     tokenizer.save_pretrained(str(out_dir))
-
-
-def resolve_chat_template(value: str, model_paths: list[Path]) -> str:
-    """mergekit's rules: "auto" (the most common template of the inputs), a template name, or the template text."""
-    from collections import Counter
-
-    if value == "auto":
-        from transformers import AutoTokenizer
-
-        found = []
-        for path in model_paths:
-            template = AutoTokenizer.from_pretrained(str(path)).chat_template
-            if isinstance(template, dict):
-                template = template.get("default")
-            if template:
-                found.append(template.strip())
-        if not found:
-            raise MergeInputError('chat_template = "auto": none of the models has a chat template')
-        return Counter(found).most_common(1)[0][0]
-    if len(value) < 256 and "\n" not in value and "{" not in value:
-        import importlib.resources
-
-        file = importlib.resources.files("mergekit._data.chat_templates").joinpath(value + ".jinja")
-        if file.is_file():
-            return file.read_text()
-        raise MergeInputError(f"chat_template: unknown template name {value!r}")
-    return value

@@ -40,7 +40,7 @@ class TensorInfo:
 @dataclass
 class ModelInputs:
     name: str
-    path: Path
+    path: Path  # the weights' directory (for MODEL+LORA: the model with its LoRA applied)
     config: dict[str, Any]
     tensors: dict[str, TensorInfo]
     bin_only: bool = False
@@ -70,6 +70,7 @@ class SliceLayout:
     base: Optional[str]
     parameters: Optional[Parameters]
     source_parameters: list[Optional[Parameters]]
+    module_parameters: Optional[Parameters] = None  # the parameters of the module the slice is in
 
 
 @dataclass
@@ -77,6 +78,8 @@ class Layout:
     models: dict[str, ModelInputs]
     slices: list[SliceLayout]
     tensors: list[OutTensor] = field(default_factory=list)
+    donor: str = ""  # the model whose config and tokenizer the output takes (mergekit's rule: base, else the first)
+    origins: dict[str, Path] = field(default_factory=dict)  # every reference's own directory (config, tokenizer)
 
     def output_layer_sources(self) -> list[tuple[str, int]]:
         out = []
@@ -84,13 +87,6 @@ class Layout:
             model, start, end = s.sources[0]
             out.extend((model, i) for i in range(start, end))
         return out
-
-    @property
-    def donor(self) -> str:
-        """The model whose config and tokenizer the output takes (mergekit's rule: base, else the first)."""
-        return self._donor
-
-    _donor: str = ""
 
 
 # -- safetensors ------------------------------------------------------------------------------------
@@ -162,34 +158,36 @@ def load_model(name: str, path: Path, allow_bin: bool) -> ModelInputs:
 
 # -- checks and plan --------------------------------------------------------------------------------
 def normalize_slices(config: MergeConfig, models: dict[str, ModelInputs]) -> list[SliceLayout]:
-    if config.slices:
+    group = config.single_group
+    assert group is not None, "several modules run through mergekit's executor"
+    if group.slices:
         out = []
-        for i, s in enumerate(config.slices):
+        for i, s in enumerate(group.slices):
             sources = []
             for j, src in enumerate(s.sources):
                 start, end = src.layer_range
                 n = models[src.model].num_layers
                 if not (0 <= start < end <= n):
                     raise MergeInputError(
-                        f"slices[{i}].sources[{j}].layer_range: [{start}, {end}] is out of bounds: "
+                        f"{group.at(f'slices[{i}].sources[{j}].layer_range')}: [{start}, {end}] is out of bounds: "
                         f"model {src.model} has {n} layers"
                     )
                 sources.append((src.model, start, end))
             lengths = {end - start for _, start, end in sources}
             if len(lengths) > 1:
-                raise MergeInputError(f"slices[{i}]: every source of a slice needs the same number of layers")
+                raise MergeInputError(f"{group.at(f'slices[{i}]')}: every source of a slice needs the same number of layers")
             out.append(SliceLayout(sources, s.base_model or config.base_model, s.parameters,
-                                   [src.parameters for src in s.sources]))
+                                   [src.parameters for src in s.sources], group.parameters))
         return out
     sources, params = [], []
-    for entry in config.models or []:
+    for entry in group.models or []:
         sources.append((entry.model, 0, models[entry.model].num_layers))
         params.append(entry.parameters)
     base = config.base_model
     if base and base not in [m for m, _, _ in sources]:
         sources.append((base, 0, models[base].num_layers))
         params.append(None)
-    return [SliceLayout(sources, base, None, params)]
+    return [SliceLayout(sources, base, None, params, group.parameters)]
 
 
 def check_architectures(models: dict[str, ModelInputs], order: list[str]) -> None:
@@ -199,7 +197,9 @@ def check_architectures(models: dict[str, ModelInputs], order: list[str]) -> Non
         for key in ("architectures", "model_type"):
             a, b = first.config.get(key), other.config.get(key)
             if a != b:
-                raise MergeInputError(f"models {first.name} and {other.name} differ in {key}: {a} vs {b}")
+                raise MergeInputError(
+                    f"models {first.name} and {other.name} differ in {key}: {a} vs {b} (allow_crimes merges them anyway)"
+                )
 
 
 VOCAB_WORDS = (*PRE_WORDS, "lm_head", "output.weight")
@@ -278,9 +278,12 @@ def plan_tensors(layout: Layout, vocab_may_differ: bool = False) -> list[OutTens
     return out
 
 
-def check_inputs(config: MergeConfig, paths: dict[str, str], vocab_may_differ: bool = False) -> Layout:
+def check_inputs(
+    config: MergeConfig, paths: dict[str, str], vocab_may_differ: bool = False, origins: Optional[dict[str, str]] = None
+) -> Layout:
     """Load every model's config and tensor index; plan the output tensors (``vocab_may_differ``: mergekit
-    will build a union tokenizer, so embedding rows may differ between models)."""
+    will build a union tokenizer, so embedding rows may differ between models). ``paths``: each model
+    reference's weights; ``origins``: its own directory when that differs (a model with a LoRA applied)."""
     from sakura_merge.config import model_references
 
     refs = model_references(config)
@@ -290,9 +293,13 @@ def check_inputs(config: MergeConfig, paths: dict[str, str], vocab_may_differ: b
         ts = config.tokenizer_source
         if not Path(paths[ts]).is_dir():
             raise MergeInputError(f"tokenizer_source {ts}: no such directory {paths[ts]}")
-    check_architectures(models, order)
-    layout = Layout(models, normalize_slices(config, models))
-    layout._donor = config.base_model or order[0]
+    if not config.allow_crimes:
+        check_architectures(models, order)
+    donor = config.base_model or order[0]
+    own = {name: Path((origins or {}).get(name, path)) for name, path in paths.items()}
+    if config.single_group is None:  # several modules: mergekit plans them
+        return Layout(models, [], donor=donor, origins=own)
+    layout = Layout(models, normalize_slices(config, models), donor=donor, origins=own)
     if not any(m.bin_only for m in models.values()):
         layout.tensors = plan_tensors(layout, vocab_may_differ)
     return layout

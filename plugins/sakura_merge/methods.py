@@ -35,8 +35,9 @@ def linear(call: MergeCall):
 
 
 class SlerpOptions(Options):
-    t: Optional[float] = Field(None, ge=0, le=1)
-    """Where the result lies on the arc from the base model (0) to the other model (1)."""
+    t: Optional[float] = None
+    """Where the result lies on the arc from the base model (0) to the other model (1); beyond, the arc is
+    extended (mergekit bounds it neither)."""
 
 
 _CHUNK_ELEMENTS = 1024 * 1024
@@ -127,9 +128,9 @@ def _slerp_half(t: float, v0: Any, v1: Any, dot_threshold: float, eps: float):
 class TaskArithmeticOptions(Options):
     weight: Optional[float] = None
     """Weight of the model's task vector (its difference from the base model)."""
-    density: float = Field(1.0, ge=0, le=1)
+    density: float = 1.0
     """Fraction of the task vector's entries kept: the largest by magnitude (``ties``) or a random draw
-    (``dare_*``); ``task_arithmetic`` keeps them all."""
+    (``dare_*``); ``task_arithmetic`` keeps them all. At least 1 keeps them all, at most 0 none."""
     normalize: bool = False
     """Divide the summed task vectors by the sum of the weights (with sign election: of the models that agree
     with the elected sign, entry by entry)."""
@@ -146,6 +147,9 @@ class TiesOptions(TaskArithmeticOptions):
 
 
 class DareOptions(TaskArithmeticOptions):
+    density: float = Field(1.0, ge=0)
+    """Probability that each entry of the task vector is kept (a random draw); at least 1 keeps them all.
+    Negative probabilities are refused (mergekit fails on them mid-merge)."""
     rescale: bool = True
 
 

@@ -287,6 +287,29 @@ def render_card(
     return "\n".join(p for p in parts if p)
 
 
+def _merge_inputs(options: dict[str, Any]) -> list[str]:
+    """The models a merge stage's options name, in order: ``models``, ``slices`` or each of ``modules``."""
+    layouts = [options] + [m for m in (options.get("modules") or {}).values() if isinstance(m, dict)]
+    inputs: list[str] = []
+    for layout in layouts:
+        for model in layout.get("models") or []:
+            name = model.get("model") if isinstance(model, dict) else model
+            if isinstance(name, str):
+                inputs.append(name)
+        for piece in layout.get("slices") or []:
+            for source in (piece or {}).get("sources") or []:
+                if isinstance(source, dict) and isinstance(source.get("model"), str):
+                    inputs.append(source["model"])
+    return inputs
+
+
+def _merge_input_label(reference: str, lineage: list[dict[str, Any]]) -> str:
+    """A merge input: a model or stage, or ``NAME+LORA`` (the model with a LoRA applied before merging)."""
+    name, _, lora = reference.partition("+")
+    label = _model_label(name, lineage)
+    return f"{label} with LoRA `{lora}`" if lora else label
+
+
 def _model_label(name: str, lineage: list[dict[str, Any]]) -> str:
     for entry in lineage:
         if entry.get("name") == name:
@@ -434,18 +457,10 @@ def _merge_section(entry: dict[str, Any], lineage: list[dict[str, Any]]) -> str:
             text += f" Cite: {credit['citation']}."
         lines.append(text)
     if options.get("base_model"):
-        lines.append(f"Base model: {_model_label(str(options['base_model']), lineage)}.")
-    inputs: list[str] = []
-    for model in options.get("models") or []:
-        name = model.get("model") if isinstance(model, dict) else model
-        if isinstance(name, str):
-            inputs.append(name)
-    for piece in options.get("slices") or []:
-        for source in (piece or {}).get("sources") or []:
-            if isinstance(source, dict) and isinstance(source.get("model"), str):
-                inputs.append(source["model"])
+        lines.append(f"Base model: {_merge_input_label(str(options['base_model']), lineage)}.")
+    inputs = _merge_inputs(options)
     if inputs:
-        lines.append("Models merged: " + ", ".join(_model_label(n, lineage) for n in dict.fromkeys(inputs)) + ".")
+        lines.append("Models merged: " + ", ".join(_merge_input_label(n, lineage) for n in dict.fromkeys(inputs)) + ".")
     numbers = _numeric(entry.get("metrics"))
     if numbers:
         lines.append("Merge metrics: " + ", ".join(f"{k} = {_fmt(v)}" for k, v in numbers.items()) + ".")
