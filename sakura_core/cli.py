@@ -76,17 +76,19 @@ def cli() -> None:
 @click.option("--executor", default="local", show_default=True, metavar="NAME",
               help="What runs the stages: local (this process, one after another) or ray (a Ray cluster).")
 @click.option("--address", metavar="ADDR", help="With --executor ray: the cluster to join (default: start Ray here).")
+@click.option("-x", "--executor-option", "executor_options", multiple=True, metavar="KEY=VALUE",
+              help="An option of the executor, e.g. -x retries=0 -x cpus_per_stage=2 (value parsed as TOML).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document with every stage's outcome on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
-def run(recipe: str, only, from_, force, variants, overrides, store, executor: str, address, as_json: bool,
-        quiet: bool) -> None:
+def run(recipe: str, only, from_, force, variants, overrides, store, executor: str, address, executor_options,
+        as_json: bool, quiet: bool) -> None:
     """Run RECIPE stage by stage (every variant it declares; stages they share run once); cached stages are
     not run again."""
     from sakura_core.progress import quiet_libraries
 
     quiet_libraries()
     family = _load(recipe, overrides, store, variants)
-    runner, runner_options = _executor(family, executor, {"address": address} if address else {})
+    runner, runner_options = _executor(family, executor, address, executor_options)
     if not family.has_variants and executor == "local":
         from sakura_core.engine import Engine
 
@@ -123,21 +125,32 @@ def run(recipe: str, only, from_, force, variants, overrides, store, executor: s
         _fail(done.error)
 
 
-def _executor(family: Any, name: str, raw: dict[str, Any]) -> tuple[Any, Any]:
-    """The executor ``--executor`` names and its options (``--address``), validated before any work."""
+def _executor(family: Any, name: str, address: str | None, pairs: tuple[str, ...]) -> tuple[Any, Any]:
+    """The executor ``--executor`` names and its options (``--address``, ``-x KEY=VALUE``), validated before any
+    work."""
     from sakura_core.errors import OptionError, PluginError, RecipeError
     from sakura_core.options import validate_options
+    from sakura_core.recipe import parse_value
 
     try:
         executor = family.plugins.executors.get(name)
     except PluginError as exc:
         raise RecipeError(f"--executor: {exc}") from None
-    if executor.Options is None and "address" in raw:
-        raise RecipeError(f"--address: executor {name} takes no address")
+    raw: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.strip():
+            raise RecipeError(f"-x {pair!r}: expected KEY=VALUE")
+        raw[key.strip()] = parse_value(text.strip())
+    if address:
+        if executor.Options is None:
+            raise RecipeError(f"--address: executor {name} takes no address")
+        raw["address"] = address
     try:
         return executor, validate_options(executor.Options, raw)
     except OptionError as exc:
-        raise RecipeError(exc.detail, key=f"--{exc.key}" if exc.key else "--executor") from None
+        flag = "--address" if exc.key == "address" else f"-x {exc.key}" if exc.key else "--executor"
+        raise RecipeError(exc.detail, key=flag) from None
 
 
 def _stdout_to_stderr() -> Any:

@@ -58,6 +58,7 @@ class Work:
         self.store_option = store
         self.done: dict[str, StageOutcome] = {}  # fingerprint -> outcome, as executors finish nodes
         self.broken: dict[str, str] = {}  # fingerprint -> why a stage reading it cannot run
+        self._estimates: dict[str, Any] = {}  # variant -> its plan's estimates, made when first asked
 
     @property
     def store_dir(self) -> Path:
@@ -120,6 +121,16 @@ class Work:
         variant, stage = node.members[0]
         declared = self.plan.plans[variant].stages[stage].stage
         return declared.kind.gpus(declared.options)
+
+    def memory(self, node: Node) -> int | None:
+        """Bytes of memory the plan estimates the stage needs at its peak (None: no estimate)."""
+        from sakura_core import estimate as est
+
+        variant, stage = node.members[0]
+        if variant not in self._estimates:
+            self._estimates[variant] = est.estimate_plan(self.plan.plans[variant], self.engines[variant].env)
+        found = self._estimates[variant].stages.get(stage)
+        return found.memory_bytes if found is not None else None
 
     def kind(self, node: Node) -> str:
         variant, stage = node.members[0]

@@ -194,6 +194,9 @@ def test_a_node_that_cannot_see_the_store_says_so(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
+    (["--executor", "ray", "-x", "retries=-1"], "-x retries: input should be greater than or equal to 0 (got -1)"),
+    (["--executor", "ray", "-x", "retry=2"], "-x retry: unknown option (did you mean retries?)"),
+    (["--executor", "ray", "-x", "retries"], "-x 'retries': expected KEY=VALUE"),
     (["--executor", "rya"], "--executor: unknown executor 'rya' (did you mean ray?) (known: local, ray)"),
     (["--address", "10.0.0.1:6379"], "--address: executor local takes no address"),
 ])

@@ -20,6 +20,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
 from sakura_core.executor import Executor, StageJob, Work
 from sakura_core.options import Options
 
@@ -36,11 +38,11 @@ class RayOptions(Options):
     address: str | None = None
     """A running cluster to join (``auto``, ``HOST:6379``, ``ray://HOST:10001``); unset: start Ray on this
     machine for the run (``--address``)."""
-    num_cpus: int | None = None
+    num_cpus: int | None = Field(None, ge=1)
     """CPUs a Ray started on this machine may use (default: all); ignored with ``address``."""
-    cpus_per_stage: float = 1.0
+    cpus_per_stage: float = Field(1.0, gt=0)
     """CPUs each stage asks for: on a machine without GPUs, how many stages run at once is its CPUs over this."""
-    retries: int = 1
+    retries: int = Field(1, ge=0)
     """How many times a stage whose worker died (a node lost, a process killed) is started again before it is
     reported as failed; a stage that raises is reported at once."""
 
@@ -72,6 +74,8 @@ class RayExecutor(Executor):
     def _schedule(self, ray: Any, work: Work, options: RayOptions, marker: Path) -> None:
         remote = ray.remote(_run_on_worker)
         gpus_in_cluster = ray.cluster_resources().get("GPU", 0) > 0
+        # a request above every node's memory would never be scheduled: ask at most 80% of the largest
+        largest = max((n.get("Resources", {}).get("memory", 0) for n in ray.nodes() if n.get("Alive")), default=0)
         waiting = list(work.nodes)
         running: dict[Any, tuple[Any, float]] = {}  # task ref -> (node, submitted at)
         try:
@@ -89,12 +93,16 @@ class RayExecutor(Executor):
                         work.finish(node, cached)
                         continue
                     gpus = work.gpus(node) if gpus_in_cluster else 0
-                    ref = remote.options(num_cpus=options.cpus_per_stage, num_gpus=gpus, max_retries=options.retries,
-                                         name=f"sakura {node.label}").remote(work.job(node), str(marker))
+                    # host memory from the plan's estimate for a stage that runs without a GPU (on a GPU the
+                    # estimate is the GPU's memory, which Ray does not schedule)
+                    memory = min(work.memory(node) or 0, int(0.8 * largest)) if not gpus else 0
+                    ask = {"num_cpus": options.cpus_per_stage, "num_gpus": gpus, **({"memory": memory} if memory else {})}
+                    ref = remote.options(**ask, max_retries=options.retries, name=f"sakura {node.label}").remote(
+                        work.job(node), str(marker))
                     running[ref] = (node, time.monotonic())
                     work.reporter.stage_started(node.label, work.kind(node))
                     work.reporter.log(f"{node.label}: submitted to Ray ({options.cpus_per_stage:g} CPU"
-                                      f"{f', {gpus} GPU' if gpus else ''})")
+                                      f"{f', {gpus} GPU' if gpus else ''}{f', {memory / 2**30:.1f} GiB' if memory else ''})")
                 if not running:
                     continue
                 ready, _ = ray.wait(list(running), num_returns=1)
