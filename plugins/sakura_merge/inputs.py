@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -91,22 +90,14 @@ class Layout:
 
 # -- safetensors ------------------------------------------------------------------------------------
 def read_header(path: Path) -> dict[str, TensorInfo]:
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) != 8:
-            raise MergeInputError(f"{path}: not a safetensors file (too short)")
-        (length,) = struct.unpack("<Q", head)
-        if length > 100_000_000:
-            raise MergeInputError(f"{path}: not a safetensors file (header of {length} bytes)")
-        try:
-            header = json.loads(f.read(length))
-        except ValueError:
-            raise MergeInputError(f"{path}: not a safetensors file (unreadable header)") from None
-    base = 8 + length
+    from sakura_models.consistency import safetensors_header
+
+    try:
+        header, base = safetensors_header(path)
+    except ValueError as exc:
+        raise MergeInputError(f"{path}: {exc}") from None
     out = {}
     for name, info in header.items():
-        if name == "__metadata__":
-            continue
         dtype = ST_DTYPES.get(info["dtype"])
         if dtype is None:
             raise MergeInputError(f"{path}: tensor {name} has unsupported dtype {info['dtype']}")

@@ -30,24 +30,34 @@ def read_config(path: Path) -> dict[str, Any]:
     return data
 
 
+def safetensors_header(file: Path) -> tuple[dict[str, Any], int]:
+    """A safetensors file's header (tensor name -> ``{dtype, shape, data_offsets}``, without ``__metadata__``)
+    and where its data starts; ValueError saying what is wrong when it is not a safetensors file."""
+    with open(file, "rb") as f:
+        head = f.read(8)
+        if len(head) != 8:
+            raise ValueError("not a safetensors file (too short)")
+        (length,) = struct.unpack("<Q", head)
+        if length > 100_000_000:
+            raise ValueError(f"not a safetensors file (header of {length} bytes)")
+        try:
+            header = json.loads(f.read(length))
+        except ValueError:
+            raise ValueError("not a safetensors file (unreadable header)") from None
+    if not isinstance(header, dict):
+        raise ValueError("not a safetensors file (unreadable header)")
+    return {name: info for name, info in header.items() if name != "__metadata__"}, 8 + length
+
+
 def tensor_shapes(files: list[Path]) -> dict[str, tuple[int, ...]]:
     """Tensor name -> shape, from the safetensors headers of ``files``."""
     shapes: dict[str, tuple[int, ...]] = {}
     for file in files:
-        with open(file, "rb") as f:
-            head = f.read(8)
-            if len(head) != 8:
-                raise ValueError(f"{file.name} is not a safetensors file (too short)")
-            (length,) = struct.unpack("<Q", head)
-            if length > 100_000_000:
-                raise ValueError(f"{file.name} is not a safetensors file (a header of {length} bytes)")
-            try:
-                header = json.loads(f.read(length))
-            except ValueError:
-                raise ValueError(f"{file.name} is not a safetensors file (unreadable header)") from None
-        for name, info in header.items():
-            if name != "__metadata__" and isinstance(info, dict):
-                shapes[name] = tuple(info.get("shape") or ())
+        try:
+            header, _ = safetensors_header(file)
+        except ValueError as exc:
+            raise ValueError(f"{file.name}: {exc}") from None
+        shapes.update({name: tuple(info.get("shape") or ()) for name, info in header.items() if isinstance(info, dict)})
     return shapes
 
 
