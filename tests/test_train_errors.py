@@ -265,3 +265,30 @@ def test_launched_workers_do_not_import_from_the_working_directory(tmp_path):
     output = done.stdout + done.stderr
     assert not marker.exists(), output
     assert "no-such-spec.json" in output  # the worker did start: it failed on the missing spec, not on json.py
+
+
+def test_a_model_that_needs_its_own_code_is_one_line_and_asks_nothing(tmp_path, tiny_model_factory):
+    """transformers asks on the terminal whether to run a model's own code; sakura never does and says so."""
+    import json
+    import shutil
+
+    from conftest import run_sakura
+
+    model = tmp_path / "custom"
+    shutil.copytree(tiny_model_factory(seed=3), model)
+    config = json.loads((model / "config.json").read_text())
+    config.update(auto_map={"AutoConfig": "configuration_x.XConfig", "AutoModelForCausalLM": "modeling_x.XForCausalLM"},
+                  model_type="xmodel", architectures=["XForCausalLM"])
+    (model / "config.json").write_text(json.dumps(config))
+    (tmp_path / "data").mkdir()
+    shutil.copy(REPO / "recipes" / "data" / "tiny_orca.jsonl", tmp_path / "data")
+    (tmp_path / "r.toml").write_text(
+        'name = "custom"\n[models]\nm = "./custom"\n\n[stages.data]\nkind = "dataset"\n'
+        'sources = [{ adapter = "orca", path = "data/tiny_orca.jsonl", max_rows = 8 }]\n\n'
+        '[stages.dpo]\nkind = "train"\nmodel = "m"\ndataset = "data"\nargs = { max_steps = 1 }\n')
+    done = run_sakura("run", "r.toml", "-q", cwd=tmp_path, timeout=300)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and len(lines) == 1, done.stderr
+    assert lines[0] == (f"stage dpo: cannot load the model of m ({model}): it needs Python code of its own (auto_map in "
+                        "config.json), which sakura does not run")
+    assert "[y/N]" not in done.stdout + done.stderr

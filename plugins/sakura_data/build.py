@@ -65,8 +65,12 @@ def load_tokenizer(ctx: StageContext, name: str) -> Any:
     from transformers import AutoTokenizer
 
     path = ctx.input(name).path
+    from sakura_models.loading import from_pretrained
+
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        tokenizer = from_pretrained(AutoTokenizer, path, name)
+    except StageError:
+        raise
     except Exception as exc:  # noqa: BLE001
         raise StageError(f"tokenizer {name}: cannot load a tokenizer from {path}: {first_line(exc)}") from None
     if not getattr(tokenizer, "chat_template", None):

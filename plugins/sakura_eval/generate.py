@@ -79,14 +79,16 @@ class Generate(Evaluator):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from sakura_models.loading import from_pretrained
+
         options: GenerateOptions = job.options
         prompts = list(options.prompts)
         if options.prompts_file:
             prompts += read_prompts(_path(options.prompts_file, job.recipe_dir))
-        tokenizer = AutoTokenizer.from_pretrained(str(job.model.path), padding_side="left")
+        tokenizer = from_pretrained(AutoTokenizer, job.model.path, job.model.name, padding_side="left")
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        model = AutoModelForCausalLM.from_pretrained(str(job.model.path), dtype="auto").to(job.device).eval()
+        model = from_pretrained(AutoModelForCausalLM, job.model.path, job.model.name, dtype="auto").to(job.device).eval()
         samples: list[dict[str, Any]] = []
         new_tokens = 0
         with job.progress("generating", len(prompts), "prompts") as task, torch.inference_mode():

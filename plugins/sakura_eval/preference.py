@@ -79,6 +79,8 @@ class Preference(Evaluator):
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from trl import DPOConfig, DPOTrainer
 
+        from sakura_models.loading import from_pretrained
+
         options: PreferenceOptions = job.options
         data = job.inputs["dataset"]
         pairs = load_split(data.path, options.split, data.name)
@@ -91,11 +93,11 @@ class Preference(Evaluator):
             max_length=max_length, report_to="none", use_cpu=not cuda, bf16=bf16, dataloader_pin_memory=cuda,
             disable_tqdm=True, logging_strategy="no", save_strategy="no", precompute_ref_log_probs=False,
         )
-        tokenizer = AutoTokenizer.from_pretrained(str(job.model.path))
+        tokenizer = from_pretrained(AutoTokenizer, job.model.path, job.model.name)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        policy = AutoModelForCausalLM.from_pretrained(str(job.model.path), dtype="auto")
-        reference = AutoModelForCausalLM.from_pretrained(str(job.inputs["reference"].path), dtype="auto")
+        policy = from_pretrained(AutoModelForCausalLM, job.model.path, job.model.name, dtype="auto")
+        reference = from_pretrained(AutoModelForCausalLM, job.inputs["reference"].path, job.inputs["reference"].name, dtype="auto")
         job.log(f"scoring {len(pairs)} pairs of {data.name}/{options.split} against {job.inputs['reference'].name}")
         trainer = DPOTrainer(model=policy, ref_model=reference, args=config, train_dataset=pairs, eval_dataset=pairs,
                              processing_class=tokenizer)

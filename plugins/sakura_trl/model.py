@@ -6,12 +6,13 @@ from pathlib import Path
 from typing import Any
 
 from sakura_core.errors import StageError
+from sakura_models.loading import from_pretrained
 
 
-def load_tokenizer(model_path: Path, chat_template: str | None) -> Any:
+def load_tokenizer(model_path: Path, chat_template: str | None, name: str) -> Any:
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    tokenizer = from_pretrained(AutoTokenizer, model_path, name)
     if chat_template:
         tokenizer.chat_template = chat_template
     if not tokenizer.chat_template:
@@ -44,7 +45,7 @@ def load_model(model_path: Path, options: Any, args: Any) -> Any:
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute
         )
         init["dtype"] = compute
-    model = AutoModelForCausalLM.from_pretrained(model_path, **init)
+    model = from_pretrained(AutoModelForCausalLM, model_path, options.model, **init)
     if not torch.cuda.is_available() and model.dtype == torch.float16:
         model = model.float()  # fp16 kernels on CPU are slow or missing
     if options.lora is not None and options.lora.quantize == "4bit":

@@ -111,7 +111,7 @@ def train(spec: dict[str, Any], trainer_def: Any, report: Report) -> dict[str, A
     options = TrainOptions.model_validate(spec["options"])
     output_dir = Path(spec["output_dir"])
     work_dir = Path(spec["work_dir"])
-    tokenizer = load_tokenizer(Path(spec["model_path"]), options.chat_template)
+    tokenizer = load_tokenizer(Path(spec["model_path"]), options.chat_template, options.model)
     train_ds, eval_ds = load_splits(Path(spec["dataset_copy"]), options, trainer_def)
     cuda = torch.cuda.is_available()
     values = resolve_args(trainer_def, options, cuda=cuda, bf16=cuda and torch.cuda.is_bf16_supported(),
