@@ -109,10 +109,7 @@ class Engine:
         """
         hook = self.recipe.plugins.pm.hook
         node = plan.stages[name]
-        info = StageInfo(name, node.stage.kind_name, node.plugin, node.fingerprint, node.stage.options)
-        self.store.locks.use(node.fingerprint)  # before the look-up: a gc removing it finishes first
-        artifact = self.store.lookup(node.fingerprint)
-        why = self.why_run(plan, name, artifact, forced)
+        info, artifact, why = self._look_up(plan, name, forced)
         if why is None:
             outcome = self._cached(name, info, node.fingerprint, artifact)
         else:
@@ -133,6 +130,25 @@ class Engine:
                     outcome = self._run_stage(plan, name, info, hook)
         hook.sakura_after_stage(stage=info, outcome=outcome)
         return outcome
+
+    def serve_cached(self, plan: Plan, name: str, forced: bool = False) -> StageOutcome | None:
+        """The stage's outcome when the store serves it as it is now (its lifecycle hook run), else None: what
+        ``execute`` does first, for an executor that runs the other stages elsewhere."""
+        info, artifact, why = self._look_up(plan, name, forced)
+        if why is not None:
+            return None
+        outcome = self._cached(name, info, plan.stages[name].fingerprint, artifact)
+        self.recipe.plugins.pm.hook.sakura_after_stage(stage=info, outcome=outcome)
+        return outcome
+
+    def _look_up(self, plan: Plan, name: str, forced: bool) -> tuple[StageInfo, Any, str | None]:
+        """The stage's info, its artifact in the store (None: not built) and why it must run (None: it need
+        not). Marks the fingerprint used first, so a gc removing it finishes before the look-up."""
+        node = plan.stages[name]
+        info = StageInfo(name, node.stage.kind_name, node.plugin, node.fingerprint, node.stage.options)
+        self.store.locks.use(node.fingerprint)
+        artifact = self.store.lookup(node.fingerprint)
+        return info, artifact, self.why_run(plan, name, artifact, forced)
 
     def why_run(self, plan: Plan, name: str, artifact: Any, forced: bool) -> str | None:
         """None when ``artifact`` serves the stage; else why it runs ("" when there is nothing to say: not

@@ -94,15 +94,10 @@ class Work:
         return skipped(self.plan.plans[variant], stage, why)
 
     def cached(self, node: Node) -> StageOutcome | None:
-        """The stage's outcome when the store already serves it (checked where the driver runs; no lock
-        taken: a stage another process is building right now is scheduled, and waits there)."""
+        """The stage's outcome when the store already serves it (checked where the driver runs, without the
+        build lock: a stage another process is building right now is scheduled, and waits there)."""
         variant, stage = node.members[0]
-        engine = self.engines[variant]
-        plan = self.plan.plans[variant]
-        artifact = engine.store.lookup(node.fingerprint)
-        if engine.why_run(plan, stage, artifact, self.is_forced(node)) is not None:
-            return None
-        return engine.execute(plan, stage)  # serves it from the store: marks it used, runs the hooks
+        return self.engines[variant].serve_cached(self.plan.plans[variant], stage, self.is_forced(node))
 
     def execute(self, node: Node) -> StageOutcome:
         """Run (or serve) the stage here, in this process."""
