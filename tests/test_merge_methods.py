@@ -119,6 +119,31 @@ def test_native_matches_mergekit(case, models, tmp_path):
     assert all(str(t.dtype) == f"torch.{expected}" for t in a.values())
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
+def test_slerp_over_several_chunks_matches_mergekit(dtype):
+    """The tiny models' tensors fit in one of SLERP's reduction chunks (2**20 values); these span three, end
+    mid-chunk, and include the linear fallbacks (equal, opposite) and a zero tensor."""
+    import torch
+    from mergekit.merge_methods.slerp import slerp as mergekit_slerp
+
+    from sakura_merge.methods import slerp_tensors
+
+    torch_dtype = getattr(torch, dtype)
+    generator = torch.Generator().manual_seed(0)
+    n = 2 * 2**20 + 5
+    a = (torch.randn(n, generator=generator) * 0.02).to(torch_dtype)
+    b = (torch.randn(n, generator=generator) * 0.02).to(torch_dtype)
+    t_dtype = torch.float64 if dtype == "float64" else torch.float32
+    with torch.inference_mode():  # the executor's first call makes the reused scratch: usable outside it after
+        slerp_tensors(0.5, b[:3].float(), a[:3].float())
+    for v0, v1 in [(a, b), (a, a.clone()), (a, -a), (torch.zeros_like(a), b)]:
+        for t in (0.0, 0.3, 1.0, 1.4):
+            theirs = mergekit_slerp(torch.tensor([t], dtype=t_dtype), v0.unsqueeze(0), v1.unsqueeze(0)).squeeze(0)
+            ours = slerp_tensors(t, v0, v1)
+            assert ours.dtype == theirs.dtype
+            assert torch.equal(ours, theirs), (t, v0 is v1)
+
+
 def test_depth_upscaling_config_loads_in_transformers(models, tmp_path):
     """Qwen2 has layer_types: the 6-layer result of [0, 3] + [1, 4] must load (mergekit's own output does not)."""
     import torch
