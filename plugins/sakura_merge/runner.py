@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from sakura_core.torchimport import import_torch
 from sakura_merge.config import MergeConfig, mergekit_dict, model_references, split_reference
 from sakura_merge.errors import MergeInputError
 from sakura_merge.contract import MergeMethod
@@ -16,7 +17,7 @@ RECORD_FILE = "mergekit_config.yml"
 
 
 def resolve_device(device: str) -> str:
-    import torch
+    torch = import_torch()  # the merge's first import of torch: the collector paused (see the module)
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
