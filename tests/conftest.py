@@ -71,6 +71,13 @@ def write_recipe(tmp_path):
     return write
 
 
+class RunsCode:
+    """Pickled, it runs a shell command when loaded without weights_only: what a malicious .bin holds."""
+
+    def __reduce__(self):
+        return (os.system, ("echo this pickle ran code",))
+
+
 def run_sakura(*args, cwd=None, env=None, timeout=600, check=None):
     """Run the real ``sakura`` CLI in a subprocess; returns CompletedProcess (text)."""
     import subprocess

@@ -6,11 +6,13 @@ import textwrap
 
 import pytest
 
-from conftest import run_sakura
+from conftest import RunsCode, run_sakura
 
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
+    import torch
+
     from sakura_models.tiny import TinyOptions, generate_tiny_model
 
     root = tmp_path_factory.mktemp("merge-errors")
@@ -20,6 +22,9 @@ def pair(tmp_path_factory):
     (root / "pickled").mkdir()
     (root / "pickled" / "config.json").write_text((root / "a" / "config.json").read_text())
     (root / "pickled" / "pytorch_model.bin").write_bytes(b"not really a pickle")
+    (root / "unsafe").mkdir()
+    (root / "unsafe" / "config.json").write_text((root / "a" / "config.json").read_text())
+    torch.save({"model.norm.weight": torch.ones(4), "payload": RunsCode()}, root / "unsafe" / "pytorch_model.bin")
     return root
 
 
@@ -95,6 +100,13 @@ parameters: {{t: 0.5}}
         SLERP.replace("slerp", "slurp"), "merge_method: unknown merge method 'slurp' (did you mean slerp?)"),
     "pickled weights": (
         SLERP.replace("{b}", "{root}/pickled"), "only pickled .bin weights"),
+    "pickled weights allowed, but not a pickle": (
+        SLERP.replace("{b}", "{root}/pickled") + "allow_bin: true\n",
+        "/pickled: torch will not load pytorch_model.bin safely (UnpicklingError: "),
+    "pickled weights allowed, but the pickle runs code": (
+        SLERP.replace("{b}", "{root}/unsafe") + "allow_bin: true\n",
+        "/unsafe: torch will not load pytorch_model.bin safely (UnpicklingError: Trying to load unsupported GLOBAL "
+        "posix.system whose module posix is blocked.); convert the weights to safetensors"),
 }
 
 

@@ -97,3 +97,25 @@ def test_the_merge_reads_the_same_files(tmp_path):
 
     path = model_dir(tmp_path, {"pytorch_model.bin": b"p", "extra.safetensors": b"s"})
     assert weight_files(path) == ([], [path / "pytorch_model.bin"])  # the stray file is not taken for the model
+
+
+def test_a_pickle_torch_refuses_is_one_line_naming_what_it_blocked(tmp_path, tiny_model_factory):
+    """torch's refusal opens with a paragraph on torch 2.6's defaults; the line kept is the one naming the global."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from conftest import RunsCode
+    from sakura_models.loading import from_pretrained
+
+    model = tmp_path / "m"
+    shutil.copytree(tiny_model_factory(seed=3), model)
+    tensors = load_file(model / "model.safetensors")
+    (model / "model.safetensors").unlink()
+    torch.save({**tensors, "payload": RunsCode()}, model / "pytorch_model.bin")
+    with pytest.raises(StageError) as info:
+        from_pretrained(AutoModelForCausalLM, model, "m")
+    assert str(info.value) == (f"cannot load the model of m ({model}): UnpicklingError: Trying to load unsupported GLOBAL "
+                               "posix.system whose module posix is blocked.")

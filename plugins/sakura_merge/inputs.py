@@ -122,6 +122,28 @@ def has_only_bin(path: Path) -> bool:
     return not files and bool(bins)
 
 
+def check_pickles(name: str, files: list[Path]) -> None:
+    """Each pickled weight file must be one torch's weights_only unpickler accepts (tensors and plain
+    containers, nothing that runs code): mergekit loads them that way and would refuse one mid-merge, as an
+    internal error naming no model. Zip files (``torch.save``'s format since torch 1.6) are mapped, their
+    tensors not read; an older file is read whole."""
+    import pickle
+    import zipfile
+
+    import torch
+
+    from sakura_models.loading import refusal_reason
+
+    for file in files:
+        try:
+            torch.load(file, weights_only=True, mmap=zipfile.is_zipfile(file), map_location="cpu")
+        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
+            raise MergeInputError(
+                f"model {name}: torch will not load {file.name} safely ({refusal_reason(exc)}); convert the weights "
+                "to safetensors"
+            ) from None
+
+
 def load_model(name: str, path: Path, allow_bin: bool) -> ModelInputs:
     if not path.is_dir():
         raise MergeInputError(f"model {name}: no such directory {path}")
@@ -132,6 +154,7 @@ def load_model(name: str, path: Path, allow_bin: bool) -> ModelInputs:
     files, bins = weight_files(path)
     if not files:
         if bins and allow_bin:
+            check_pickles(name, bins)
             return ModelInputs(name, path, config, {}, bin_only=True)
         if bins:
             raise MergeInputError(

@@ -26,5 +26,14 @@ def from_pretrained(cls: Any, path: str | Path, name: str, **kwargs: Any) -> Any
         if "trust_remote_code" in text or "custom code" in text:
             why = "it needs Python code of its own (auto_map in config.json), which sakura does not run"
         else:
-            why = f"{type(exc).__name__}: " + next((line.strip() for line in text.splitlines() if line.strip()), "")
+            why = refusal_reason(exc)
         raise StageError(f"cannot load the {what} of {name} ({path}): {why}") from None
+
+
+def refusal_reason(exc: BaseException) -> str:
+    """``Type: line`` for a library's refusal: the line that says why, else the first. torch's weights_only
+    refusal opens with a paragraph about torch 2.6's defaults and names what it blocked lines later
+    ("Trying to load unsupported GLOBAL posix.system whose module posix is blocked.")."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    why = next((line for line in lines if "GLOBAL" in line), lines[0] if lines else "")
+    return f"{type(exc).__name__}: {why}"
