@@ -192,7 +192,8 @@ class MergeConfig(Options):
     allow_bin: bool = Field(
         False,
         description="Read a model that has only pickled .bin weights (through mergekit's executor); loading a "
-        "pickle can run code.",
+        "pickle can run code, so each file must be one torch's weights_only loader accepts (checked before the "
+        "merge).",
     )
     seed: Optional[int] = Field(
         None, description="Seed of the randomized methods (dare_ties, dare_linear, della, della_linear, and "
