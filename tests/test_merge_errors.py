@@ -12,6 +12,7 @@ from conftest import RunsCode, run_sakura
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
     import torch
+    from safetensors.torch import load_file
 
     from sakura_models.tiny import TinyOptions, generate_tiny_model
 
@@ -25,6 +26,11 @@ def pair(tmp_path_factory):
     (root / "unsafe").mkdir()
     (root / "unsafe" / "config.json").write_text((root / "a" / "config.json").read_text())
     torch.save({"model.norm.weight": torch.ones(4), "payload": RunsCode()}, root / "unsafe" / "pytorch_model.bin")
+    (root / "partial").mkdir()
+    (root / "partial" / "config.json").write_text((root / "a" / "config.json").read_text())
+    tensors = load_file(root / "a" / "model.safetensors")
+    del tensors["model.layers.1.mlp.up_proj.weight"]
+    torch.save(tensors, root / "partial" / "pytorch_model.bin")
     return root
 
 
@@ -107,6 +113,9 @@ parameters: {{t: 0.5}}
         SLERP.replace("{b}", "{root}/unsafe") + "allow_bin: true\n",
         "/unsafe: torch will not load pytorch_model.bin safely (UnpicklingError: Trying to load unsupported GLOBAL "
         "posix.system whose module posix is blocked.); convert the weights to safetensors"),
+    "pickled weights allowed, a tensor missing": (
+        SLERP.replace("{b}", "{root}/partial") + "allow_bin: true\n",
+        "layer 1: tensor mlp.up_proj.weight is in one of models "),
 }
 
 

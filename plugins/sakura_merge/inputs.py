@@ -32,7 +32,7 @@ class TensorInfo:
     file: Path
     dtype: str  # torch dtype name
     shape: tuple[int, ...]
-    offset: int  # absolute byte offset in the file
+    offset: int  # absolute byte offset in the file; -1 inside a pickle (only mergekit's executor reads those)
     nbytes: int
 
 
@@ -122,11 +122,13 @@ def has_only_bin(path: Path) -> bool:
     return not files and bool(bins)
 
 
-def check_pickles(name: str, files: list[Path]) -> None:
-    """Each pickled weight file must be one torch's weights_only unpickler accepts (tensors and plain
-    containers, nothing that runs code): mergekit loads them that way and would refuse one mid-merge, as an
-    internal error naming no model. Zip files (``torch.save``'s format since torch 1.6) are mapped, their
-    tensors not read; an older file is read whole."""
+def pickled_tensors(name: str, files: list[Path]) -> dict[str, TensorInfo]:
+    """The tensors of pickled weight files, so that a pickled model is planned and checked like the others.
+
+    Each file must be one torch's weights_only unpickler accepts (tensors and plain containers, nothing that
+    runs code): mergekit loads them that way and would refuse one mid-merge, as an internal error naming no
+    model. Zip files (``torch.save``'s format since torch 1.6) are mapped, their tensors not read; an older
+    file is read whole."""
     import pickle
     import zipfile
 
@@ -134,14 +136,20 @@ def check_pickles(name: str, files: list[Path]) -> None:
 
     from sakura_models.loading import refusal_reason
 
+    tensors: dict[str, TensorInfo] = {}
     for file in files:
         try:
-            torch.load(file, weights_only=True, mmap=zipfile.is_zipfile(file), map_location="cpu")
+            state = torch.load(file, weights_only=True, mmap=zipfile.is_zipfile(file), map_location="cpu")
         except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
             raise MergeInputError(
                 f"model {name}: torch will not load {file.name} safely ({refusal_reason(exc)}); convert the weights "
                 "to safetensors"
             ) from None
+        for key, value in (state.items() if isinstance(state, dict) else ()):
+            if isinstance(value, torch.Tensor):
+                dtype = str(value.dtype).removeprefix("torch.")
+                tensors[key] = TensorInfo(key, file, dtype, tuple(value.shape), -1, value.numel() * value.element_size())
+    return tensors
 
 
 def load_model(name: str, path: Path, allow_bin: bool) -> ModelInputs:
@@ -154,8 +162,7 @@ def load_model(name: str, path: Path, allow_bin: bool) -> ModelInputs:
     files, bins = weight_files(path)
     if not files:
         if bins and allow_bin:
-            check_pickles(name, bins)
-            return ModelInputs(name, path, config, {}, bin_only=True)
+            return ModelInputs(name, path, config, pickled_tensors(name, bins), bin_only=True)
         if bins:
             raise MergeInputError(
                 f"model {name}: only pickled .bin weights in {path} (pickles can run code); "
@@ -314,8 +321,7 @@ def check_inputs(
     if config.single_group is None:  # several modules: mergekit plans them
         return Layout(models, [], donor=donor, origins=own)
     layout = Layout(models, normalize_slices(config, models), donor=donor, origins=own)
-    if not any(m.bin_only for m in models.values()):
-        layout.tensors = plan_tensors(layout, vocab_may_differ)
+    layout.tensors = plan_tensors(layout, vocab_may_differ)
     return layout
 
 
