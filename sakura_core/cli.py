@@ -382,22 +382,27 @@ def _add_plugin_commands() -> None:
     _plugins().pm.hook.sakura_register_commands(cli=cli)
 
 
+INTERRUPTED = "interrupted: finished artifacts are kept, the unfinished stage left nothing behind"
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         _add_plugin_commands()
         cli.main(args=argv, prog_name="sakura", standalone_mode=False)
     except SakuraError as error:
         _fail(error)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+    except click.exceptions.Abort as exc:
+        # click turns Ctrl-C inside a command into Abort (raised from the KeyboardInterrupt)
+        interrupted = isinstance(exc.__cause__, KeyboardInterrupt)
+        click.echo(INTERRUPTED if interrupted else "aborted", err=True)
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        click.echo("interrupted: finished artifacts are kept, the unfinished stage left nothing behind", err=True)
+    except KeyboardInterrupt:  # before click took over (plugin loading)
+        click.echo(INTERRUPTED, err=True)
         sys.exit(130)
     except Exception as exc:  # noqa: BLE001 - a bug in sakura or a plugin: one line, the traceback in a log
         _internal_error(exc)

@@ -71,3 +71,29 @@ def test_sigkill_mid_stage_then_rerun_matches_uninterrupted_run(write_recipe, sa
         assert killed_then_resumed["fingerprint"] == uninterrupted["fingerprint"]
         assert tree_digest(Path(killed_then_resumed["artifact"])) == tree_digest(Path(uninterrupted["artifact"]))
     assert "removed 1 entries" in sakura("cache", "gc", path, check=0).stdout  # the dead run's tmp entry
+
+
+def test_ctrl_c_mid_stage_says_so_in_one_line_and_keeps_what_finished(write_recipe, sakura, tmp_path):
+    """Ctrl-C (SIGINT) during a stage: exit 130, the last line says what was kept, the finished stage is an
+    artifact and the interrupted one is not; the next run starts from the interrupted stage."""
+    from sakura_core.cli import INTERRUPTED
+
+    marker = tmp_path / "started"
+    path = write_recipe(RECIPE.format(marker=marker).replace("chunks = 40\npause = 0.05", "chunks = 200\npause = 0.02"))
+    store = tmp_path / ".sakura"
+    proc = subprocess.Popen([sys.executable, "-m", "sakura_core", "run", str(path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert marker.exists(), proc.communicate()[1]
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1] == INTERRUPTED
+    assert "Traceback" not in stderr
+    assert len(list((store / "artifacts").glob(f"*/{MANIFEST}"))) == 1  # "first" only
+
+    marker.unlink()
+    resumed = json.loads(sakura("run", path, "--json", check=0).stdout)
+    assert [s["status"] for s in resumed["stages"]] == ["cached", "ran", "ran"]

@@ -1,7 +1,7 @@
 """``sakura run --executor ray``: a tiny family on a local Ray instance (2 CPUs) gives the local executor's
 fingerprints and artifacts with each shared stage run once; cached stages are never scheduled; a failing
 variant leaves the others done; a worker that dies mid-stage is retried and leaves no artifact behind; a
-node that cannot see the store says so."""
+node that cannot see the store says so; Ctrl-C kills the running task."""
 
 from __future__ import annotations
 
@@ -206,3 +206,86 @@ def test_executor_mistakes_are_one_line(tmp_path, args, message):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].endswith(message), done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "store" / "artifacts").exists()
+
+
+SLEEPER = '''
+"""A stage kind that records its process id, then works for ten minutes."""
+import os, time
+from pathlib import Path
+from sakura_core import hookimpl
+from sakura_core.options import Options
+from sakura_core.stage import StageKind
+
+
+class SleeperOptions(Options):
+    model: str
+    pid_file: str
+
+
+class Sleeper(StageKind):
+    Options = SleeperOptions
+    produces = "model"
+
+    def references(self, options):
+        return {"model": options.model}
+
+    def gpus(self, options):
+        return 0
+
+    def run(self, ctx):
+        (ctx.output_dir / "partial").write_text("unfinished")
+        Path(ctx.options.pid_file).write_text(str(os.getpid()))
+        time.sleep(600)
+        return {}
+
+
+@hookimpl
+def sakura_register_stage_kinds(register):
+    register("sleeper", Sleeper())
+'''
+
+
+def test_ctrl_c_cancels_the_running_stage_on_ray(tmp_path):
+    """Ctrl-C in the driver: exit 130 with the one-line 'interrupted', the task's worker process killed (nothing
+    keeps running on the cluster), and no artifact of the unfinished stage in the store."""
+    import os
+    import signal
+    import time
+
+    from sakura_core.cli import INTERRUPTED
+
+    (tmp_path / "sleeper.py").write_text(SLEEPER)
+    pid_file = tmp_path / "worker.pid"
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(f'name = "interrupt"\nplugins = ["sleeper.py"]\n[models]\nm = "{TINY}&seed=1"\n\n'
+                      f'[stages.sleep]\nkind = "sleeper"\nmodel = "m"\npid_file = "{pid_file}"\n')
+    store = tmp_path / "store"
+    driver = subprocess.Popen([sys.executable, "-m", "sakura_core", "run", str(recipe), "--store", str(store),
+                               "--executor", "ray"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not pid_file.is_file() and driver.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert pid_file.is_file(), driver.communicate(timeout=60)
+        worker = int(pid_file.read_text())
+        driver.send_signal(signal.SIGINT)
+        _, stderr = driver.communicate(timeout=120)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode == 130, stderr[-2000:]
+    assert stderr.strip().splitlines()[-1] == INTERRUPTED
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.5)
+    else:
+        os.kill(worker, signal.SIGKILL)
+        pytest.fail(f"the stage's Ray worker {worker} still runs after the driver was interrupted")
+    artifacts = store / "artifacts"
+    kinds = [json.loads((p / "sakura-artifact.json").read_text())["kind"] for p in artifacts.iterdir()
+             if (p / "sakura-artifact.json").is_file()] if artifacts.is_dir() else []
+    assert "sleeper" not in kinds
