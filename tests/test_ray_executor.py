@@ -116,22 +116,23 @@ def test_ray_runs_the_family_as_the_local_executor_does(tmp_path):
     assert "submitted to Ray" not in again.stderr
 
 
-KILLER = '''
-"""A stage kind whose first attempt dies the way a lost node does: SIGKILL in the middle of its work."""
-import os, signal
+KINDS = '''
+"""Stage kinds whose work goes wrong: "flaky" dies the way a lost node does (SIGKILL in the middle of its work)
+on its first attempt; "sleeper" writes its process id to its marker and works for ten minutes."""
+import os, signal, time
 from pathlib import Path
 from sakura_core import hookimpl
 from sakura_core.options import Options
 from sakura_core.stage import StageKind
 
 
-class FlakyOptions(Options):
+class MarkerOptions(Options):
     model: str
     marker: str
 
 
-class Flaky(StageKind):
-    Options = FlakyOptions
+class MarkerKind(StageKind):
+    Options = MarkerOptions
     produces = "model"
 
     def references(self, options):
@@ -140,6 +141,8 @@ class Flaky(StageKind):
     def gpus(self, options):
         return 0
 
+
+class Flaky(MarkerKind):
     def run(self, ctx):
         marker = Path(ctx.options.marker)
         if not marker.exists():
@@ -150,21 +153,30 @@ class Flaky(StageKind):
         return {"attempt": 2}
 
 
+class Sleeper(MarkerKind):
+    def run(self, ctx):
+        (ctx.output_dir / "partial").write_text("unfinished")
+        Path(ctx.options.marker).write_text(str(os.getpid()))
+        time.sleep(600)
+        return {}
+
+
 @hookimpl
 def sakura_register_stage_kinds(register):
     register("flaky", Flaky())
+    register("sleeper", Sleeper())
 '''
 
 
 def test_a_failing_variant_and_a_dying_worker(tmp_path):
     """A variant whose data cannot be read fails alone (its training is skipped, the others train); a stage whose
     worker is SIGKILLed is started again by Ray and its killed attempt leaves nothing in its artifact."""
-    (tmp_path / "flaky.py").write_text(KILLER)
+    (tmp_path / "kinds.py").write_text(KINDS)
     recipe = write_family(tmp_path, """
         [variants.broken]
         "stages.data.sources" = [{ adapter = "orca", path = "data/broken.jsonl" }]
         """)
-    text = recipe.read_text().replace('name = "ray-family"\n', 'name = "ray-family"\nplugins = ["flaky.py"]\n', 1)
+    text = recipe.read_text().replace('name = "ray-family"\n', 'name = "ray-family"\nplugins = ["kinds.py"]\n', 1)
     text = text.replace("[variants.fast]", f'[stages.flaky]\nkind = "flaky"\nmodel = "merge"\nmarker = "{tmp_path / "died"}"\n\n[variants.fast]')
     recipe.write_text(text)
     (tmp_path / "data" / "broken.jsonl").write_text('{"system": "", "question": "q", "chosen": "a", "rejected": "b"}\n{not json\n')
@@ -208,43 +220,6 @@ def test_executor_mistakes_are_one_line(tmp_path, args, message):
     assert "Traceback" not in done.stderr and not (tmp_path / "store" / "artifacts").exists()
 
 
-SLEEPER = '''
-"""A stage kind that records its process id, then works for ten minutes."""
-import os, time
-from pathlib import Path
-from sakura_core import hookimpl
-from sakura_core.options import Options
-from sakura_core.stage import StageKind
-
-
-class SleeperOptions(Options):
-    model: str
-    pid_file: str
-
-
-class Sleeper(StageKind):
-    Options = SleeperOptions
-    produces = "model"
-
-    def references(self, options):
-        return {"model": options.model}
-
-    def gpus(self, options):
-        return 0
-
-    def run(self, ctx):
-        (ctx.output_dir / "partial").write_text("unfinished")
-        Path(ctx.options.pid_file).write_text(str(os.getpid()))
-        time.sleep(600)
-        return {}
-
-
-@hookimpl
-def sakura_register_stage_kinds(register):
-    register("sleeper", Sleeper())
-'''
-
-
 def test_ctrl_c_cancels_the_running_stage_on_ray(tmp_path):
     """Ctrl-C in the driver: exit 130 with the one-line 'interrupted', the task's worker process killed (nothing
     keeps running on the cluster), and no artifact of the unfinished stage in the store."""
@@ -254,11 +229,11 @@ def test_ctrl_c_cancels_the_running_stage_on_ray(tmp_path):
 
     from sakura_core.cli import INTERRUPTED
 
-    (tmp_path / "sleeper.py").write_text(SLEEPER)
+    (tmp_path / "kinds.py").write_text(KINDS)
     pid_file = tmp_path / "worker.pid"
     recipe = tmp_path / "r.toml"
-    recipe.write_text(f'name = "interrupt"\nplugins = ["sleeper.py"]\n[models]\nm = "{TINY}&seed=1"\n\n'
-                      f'[stages.sleep]\nkind = "sleeper"\nmodel = "m"\npid_file = "{pid_file}"\n')
+    recipe.write_text(f'name = "interrupt"\nplugins = ["kinds.py"]\n[models]\nm = "{TINY}&seed=1"\n\n'
+                      f'[stages.sleep]\nkind = "sleeper"\nmodel = "m"\nmarker = "{pid_file}"\n')
     store = tmp_path / "store"
     driver = subprocess.Popen([sys.executable, "-m", "sakura_core", "run", str(recipe), "--store", str(store),
                                "--executor", "ray"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
